@@ -1,0 +1,299 @@
+//! `import`: CloudTrail delivery files into the `audit` table.
+//!
+//! Each event's original JSON text is sent as it is (the `eventjson` column keeps it byte for
+//! byte). Batch ids are derived from the batch's content, so running the same import twice
+//! within the server's idempotency window changes nothing, and after it the server's event-id
+//! de-duplication still stores each event once.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest};
+
+use super::client::{Client, ConnectionArgs};
+
+/// Records per request (CloudTrail Lake's PutAuditEvents limit).
+const BATCH_RECORDS: usize = 100;
+/// Bytes of JSON per request, under the 1 MiB request limit with room for framing.
+const BATCH_BYTES: usize = 1_000_000;
+/// Requests in flight at once.
+const CONCURRENCY: usize = 4;
+
+/// Flags of `import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Files or directories (searched recursively for `.json` and `.json.gz`).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct DeliveryFile<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+/// Where a record came from, to report refusals.
+#[derive(Debug, Clone)]
+struct Origin {
+    file: PathBuf,
+    index: usize,
+}
+
+/// Finds the CloudTrail files under the given paths, sorted.
+///
+/// # Errors
+/// A path that does not exist or cannot be read.
+pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read directory {}", dir.display()))?
+        {
+            let path = entry
+                .with_context(|| format!("cannot read directory {}", dir.display()))?
+                .path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if is_cloudtrail_file(&path) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{} does not exist", p.display());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_cloudtrail_file(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.ends_with(".json") || name.ends_with(".json.gz")
+}
+
+/// Reads a file, gunzipping `.gz` (or anything that starts with the gzip magic).
+///
+/// # Errors
+/// I/O or decompression errors, naming the file.
+pub fn read_file(path: &Path) -> anyhow::Result<String> {
+    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 8);
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .with_context(|| format!("{}: not valid gzip", path.display()))?;
+        out
+    } else {
+        raw
+    };
+    String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))
+}
+
+/// Splits a file's text into its event records (raw JSON, in order).
+///
+/// # Errors
+/// Malformed JSON (with line and column) or a missing `Records` array.
+pub fn records_of<'a>(path: &Path, text: &'a str) -> anyhow::Result<Vec<&'a RawValue>> {
+    let file: DeliveryFile<'a> = serde_json::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a CloudTrail delivery file ({{\"Records\":[...]}}): line {} column {}: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    Ok(file.records)
+}
+
+fn content_id(records: &[AuditRecord]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0xa5u8.hash(&mut b);
+    for r in records {
+        r.json.hash(&mut a);
+        r.json.hash(&mut b);
+    }
+    format!("import-{:016x}{:016x}", a.finish(), b.finish())
+}
+
+/// Parses `records[N]` at the start of a status message.
+fn refused_index(message: &str) -> Option<usize> {
+    message
+        .strip_prefix("records[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Sends one batch; a record the server refuses is reported and dropped, the rest resent.
+async fn send_batch(
+    client: &Client,
+    mut batch: Vec<(AuditRecord, Origin)>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut refused = 0u64;
+    while !batch.is_empty() {
+        let records: Vec<AuditRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let req = PutAuditEventsRequest {
+            idempotency_id: content_id(&records),
+            records,
+        };
+        match client
+            .call(req, |mut c, r| async move { c.put_audit_events(r).await })
+            .await
+        {
+            Ok(resp) => return Ok((resp.accepted, refused)),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                let Some(i) = refused_index(status.message()).filter(|i| *i < batch.len()) else {
+                    bail!("server refused a batch: {}", status.message());
+                };
+                let (_, origin) = batch.remove(i);
+                let detail = status.message().split_once(']').map_or("", |(_, d)| d);
+                eprintln!("{}: record {}{detail}", origin.file.display(), origin.index);
+                refused += 1;
+            }
+            Err(status) => bail!("server error: {} ({:?})", status.message(), status.code()),
+        }
+    }
+    Ok((0, refused))
+}
+
+/// Runs `import`.
+///
+/// # Errors
+/// Unreadable or malformed files, or a server that refuses or stays unreachable. Files before
+/// the failure stay imported; a re-run skips them (same batch ids, same event ids).
+pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> {
+    let client = Client::connect(conn)?;
+    let files = find_files(&a.paths)?;
+    if files.is_empty() {
+        bail!("no .json or .json.gz files found");
+    }
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} files, {msg} [{elapsed_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut events, mut accepted, mut refused) = (0u64, 0u64, 0u64);
+    for path in &files {
+        let text = read_file(path)?;
+        let records = records_of(path, &text)?;
+        events += records.len() as u64;
+        let mut batches: Vec<Vec<(AuditRecord, Origin)>> = Vec::new();
+        let mut current = Vec::new();
+        let mut bytes = 0;
+        for (index, raw) in records.into_iter().enumerate() {
+            let json = raw.get().to_string();
+            if !current.is_empty()
+                && (current.len() == BATCH_RECORDS || bytes + json.len() + 16 > BATCH_BYTES)
+            {
+                batches.push(std::mem::take(&mut current));
+                bytes = 0;
+            }
+            bytes += json.len() + 16;
+            current.push((
+                AuditRecord { json },
+                Origin {
+                    file: path.clone(),
+                    index,
+                },
+            ));
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        let mut results =
+            futures::stream::iter(batches.into_iter().map(|b| send_batch(&client, b)))
+                .buffer_unordered(CONCURRENCY);
+        while let Some(r) = results.next().await {
+            let (ok, bad) = r?;
+            accepted += ok;
+            refused += bad;
+        }
+        bar.inc(1);
+        bar.set_message(format!("{accepted} events"));
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "imported {accepted} of {events} events from {} files{}",
+        files.len(),
+        if refused > 0 {
+            format!(" ({refused} refused, listed above)")
+        } else {
+            String::new()
+        }
+    );
+    if refused > 0 {
+        bail!("{refused} events were refused");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn reads_plain_and_gzipped_delivery_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = r#"{"Records":[{"eventID":"a","eventTime":"2023-07-10T11:40:13Z"},{"eventID":"b", "x": [1, 2]}]}"#;
+        std::fs::create_dir_all(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("one.json"), body).expect("write");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(body.as_bytes()).expect("gzip");
+        std::fs::write(
+            dir.path().join("sub/two.json.gz"),
+            gz.finish().expect("gzip"),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
+        let files = find_files(&[dir.path().to_path_buf()]).expect("walk");
+        assert_eq!(files.len(), 2);
+        for f in &files {
+            let text = read_file(f).expect("read");
+            let recs = records_of(f, &text).expect("parse");
+            assert_eq!(recs.len(), 2);
+            assert_eq!(
+                recs[1].get(),
+                r#"{"eventID":"b", "x": [1, 2]}"#,
+                "original text kept"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_files_name_the_position() {
+        let p = Path::new("bad.json");
+        let e = records_of(p, "{\"Records\": [\n{]}").expect_err("malformed");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert_eq!(
+            refused_index("records[17].eventTime: is required"),
+            Some(17)
+        );
+        assert_eq!(refused_index("idempotency_id: bad"), None);
+    }
+
+    #[test]
+    fn batch_ids_depend_only_on_content() {
+        let r = |s: &str| AuditRecord { json: s.into() };
+        assert_eq!(content_id(&[r("a"), r("b")]), content_id(&[r("a"), r("b")]));
+        assert_ne!(content_id(&[r("a"), r("b")]), content_id(&[r("b"), r("a")]));
+    }
+}

@@ -1,0 +1,420 @@
+//! Object storage by URL and the Delta tables that live in it.
+//!
+//! `file:///dir` (the embedded default), `s3://bucket/prefix` (any S3-compatible server, set up
+//! from the usual `AWS_*` variables) and `memory://` (tests). Each tenant's tables live under
+//! `<root>/<tenant>/<kind>/`, as Delta Lake tables whose commits are conditional writes
+//! (`PutMode::Create` on `_delta_log/<version>.json`), so several writers never overwrite each
+//! other's commits.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::logstore::{
+    LogStore, LogStoreFactory, LogStoreRef, StorageConfig, default_logstore, logstore_factories,
+    logstore_with,
+};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableError};
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt as _, RetryConfig};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::tables::TableKind;
+
+/// Command-line flags that select the object store; shared by the server and the CLI.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ObjectStoreArgs {
+    /// Where tables live: `file:///dir`, `s3://bucket/prefix` or `memory://`. For S3 the endpoint
+    /// and keys come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
+    #[arg(
+        long = "store",
+        env = "WATCHTRAIL_STORE",
+        default_value = "file://./watchtrail-data/store"
+    )]
+    pub store: String,
+}
+
+/// A validated object-store location plus the store that serves it.
+#[derive(Clone)]
+pub struct Storage {
+    root: Arc<dyn ObjectStore>,
+    /// URL of the Watchtrail root, always ending in `/`.
+    base_url: Url,
+    /// The same location as a path inside `root`.
+    base_path: Path,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Opens the store a `--store` URL names. A relative `file://./dir` is taken from the
+    /// current directory; the directory is created when missing.
+    ///
+    /// # Errors
+    /// An unknown scheme, a malformed URL, or an S3 configuration that does not build.
+    pub fn from_url(raw: &str) -> Result<Self> {
+        register_s3_logstore();
+        let invalid = |reason: String| Error::InvalidStore {
+            url: raw.to_string(),
+            reason,
+        };
+        if let Some(rest) = raw.strip_prefix("file://") {
+            let path = std::path::Path::new(rest);
+            let abs = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| invalid(e.to_string()))?
+                    .join(path)
+            };
+            std::fs::create_dir_all(&abs)
+                .map_err(|e| invalid(format!("cannot create {}: {e}", abs.display())))?;
+            let abs = abs
+                .canonicalize()
+                .map_err(|e| invalid(format!("cannot resolve {}: {e}", abs.display())))?;
+            let url = Url::from_directory_path(&abs)
+                .map_err(|()| invalid(format!("{} is not a directory path", abs.display())))?;
+            let base_path = Path::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
+            return Ok(Self {
+                root: Arc::new(LocalFileSystem::new()),
+                base_url: url,
+                base_path,
+            });
+        }
+        if raw.starts_with("memory://") {
+            return Ok(Self::in_memory(Arc::new(InMemory::new())));
+        }
+        if raw.starts_with("s3://") {
+            let mut url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| invalid("missing bucket name".into()))?
+                .to_string();
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(&bucket)
+                .with_conditional_put(S3ConditionalPut::ETagMatch)
+                .with_retry(RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: Duration::from_secs(15),
+                    ..RetryConfig::default()
+                })
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(5))
+                        .with_timeout(Duration::from_secs(60)),
+                );
+            if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
+                builder = builder.with_allow_http(true);
+            }
+            if std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
+                builder = builder.with_region("us-east-1");
+            }
+            let store = builder.build().map_err(|e| invalid(e.to_string()))?;
+            if !url.path().ends_with('/') {
+                let p = format!("{}/", url.path());
+                url.set_path(&p);
+            }
+            let base_path = Path::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
+            return Ok(Self {
+                root: Arc::new(store),
+                base_url: url,
+                base_path,
+            });
+        }
+        Err(invalid(
+            "expected file:///dir, s3://bucket/prefix or memory://".into(),
+        ))
+    }
+
+    /// A store over a shared in-memory object store (tests share one between server and reader).
+    pub fn in_memory(store: Arc<dyn ObjectStore>) -> Self {
+        register_s3_logstore();
+        Self {
+            root: store,
+            base_url: Url::parse("memory:///").expect("constant URL parses"),
+            base_path: Path::default(),
+        }
+    }
+
+    /// The object store at the root of this location.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.root)
+    }
+
+    /// The URL of the Watchtrail root (ends in `/`).
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// The URL of a tenant's table.
+    ///
+    /// # Errors
+    /// Never for validated tenant names; an error guards against path tricks.
+    pub fn table_url(&self, tenant: &str, kind: TableKind) -> Result<Url> {
+        crate::tables::validate_tenant(tenant).map_err(Error::InvalidTenant)?;
+        self.base_url
+            .join(&format!("{tenant}/{}/", kind.name()))
+            .map_err(|e| Error::InvalidStore {
+                url: self.base_url.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The path of a tenant's table inside [`Storage::object_store`].
+    pub fn table_path(&self, tenant: &str, kind: TableKind) -> Path {
+        self.base_path.clone().join(tenant).join(kind.name())
+    }
+
+    fn log_store(&self, tenant: &str, kind: TableKind) -> Result<LogStoreRef> {
+        let url = self.table_url(tenant, kind)?;
+        Ok(logstore_with(
+            Arc::clone(&self.root),
+            &url,
+            StorageConfig::default(),
+        )?)
+    }
+
+    /// Opens a tenant's table, or `None` when it was never created.
+    ///
+    /// # Errors
+    /// Storage errors and corrupt table logs.
+    pub async fn open_table(&self, tenant: &str, kind: TableKind) -> Result<Option<DeltaTable>> {
+        let log_store = self.log_store(tenant, kind)?;
+        if !log_store.is_delta_table_location().await? {
+            return Ok(None);
+        }
+        let mut table = DeltaTable::new(log_store);
+        table.load().await?;
+        Ok(Some(table))
+    }
+
+    /// Opens a tenant's table, creating it first when it does not exist.
+    ///
+    /// Two servers creating the same table at once is fine: the loser's conditional write fails
+    /// and it loads the winner's table.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn open_or_create_table(&self, tenant: &str, kind: TableKind) -> Result<DeltaTable> {
+        if let Some(table) = self.open_table(tenant, kind).await? {
+            return Ok(table);
+        }
+        let schema: StructType = kind.schema().try_into_kernel()?;
+        let created = deltalake::operations::create::CreateBuilder::new()
+            .with_log_store(self.log_store(tenant, kind)?)
+            .with_table_name(kind.name())
+            .with_columns(schema.fields().cloned())
+            .with_save_mode(SaveMode::Ignore)
+            .await;
+        match created {
+            Ok(table) => Ok(table),
+            Err(DeltaTableError::VersionAlreadyExists(_)) => self
+                .open_table(tenant, kind)
+                .await?
+                .ok_or_else(|| Error::Internal("table vanished after a concurrent create".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Storage {
+    /// The active data files of a table (paths inside [`Storage::object_store`]).
+    ///
+    /// # Errors
+    /// Storage errors; a file URI outside this store (a broken invariant).
+    pub fn active_files(&self, table: &DeltaTable) -> Result<Vec<Path>> {
+        table
+            .get_file_uris()?
+            .map(|uri| {
+                let bad = |e: String| Error::Internal(format!("bad file URI {uri}: {e}"));
+                // Local tables give plain paths, the others URLs.
+                if uri.starts_with('/') {
+                    return Path::from_absolute_path(&uri).map_err(|e| bad(e.to_string()));
+                }
+                let url = Url::parse(&uri).map_err(|e| bad(e.to_string()))?;
+                Path::from_url_path(url.path()).map_err(|e| bad(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Reads every row of a tenant's table (empty when the table does not exist). For tools and
+    /// tests; SQL goes through the engine, which prunes.
+    ///
+    /// # Errors
+    /// Storage or Parquet errors.
+    pub async fn read_table(
+        &self,
+        tenant: &str,
+        kind: TableKind,
+    ) -> Result<Vec<arrow::array::RecordBatch>> {
+        self.read_table_columns(tenant, kind, None).await
+    }
+
+    /// Reads some columns (all with `None`) of every row of a tenant's table.
+    ///
+    /// # Errors
+    /// Storage or Parquet errors.
+    pub async fn read_table_columns(
+        &self,
+        tenant: &str,
+        kind: TableKind,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<arrow::array::RecordBatch>> {
+        let Some(table) = self.open_table(tenant, kind).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for path in self.active_files(&table)? {
+            let bytes = self.root.get(&path).await?.bytes().await?;
+            let mut builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+            if let Some(cols) = columns {
+                let mask = parquet::arrow::ProjectionMask::columns(
+                    builder.parquet_schema(),
+                    cols.iter().copied(),
+                );
+                builder = builder.with_projection(mask);
+            }
+            for batch in builder.build()? {
+                out.push(batch?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Commits data files already written under the table's directory, recording `txn` as the
+/// application transaction `(app_id, version)` in the same atomic commit.
+///
+/// # Errors
+/// Storage errors, or a conflict that persisted through the retries.
+pub async fn commit_files(
+    table: &mut DeltaTable,
+    adds: Vec<Add>,
+    txn: Option<(String, i64)>,
+) -> Result<i64> {
+    let actions = adds.into_iter().map(Action::Add).collect();
+    let mut props = CommitProperties::default();
+    if let Some((app_id, version)) = txn {
+        props = props.with_application_transaction(Transaction::new(app_id, version));
+    }
+    let snapshot = table.snapshot()?.clone();
+    let finalized = CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(
+            Some(&snapshot),
+            table.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+        )
+        .await?;
+    let version = finalized.version() as i64;
+    table.update_incremental(None).await?;
+    Ok(version)
+}
+
+/// The application-transaction version recorded for `app_id` in the table, if any.
+///
+/// # Errors
+/// Storage errors.
+pub async fn transaction_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+    let log_store = table.log_store();
+    Ok(table
+        .snapshot()?
+        .transaction_version(log_store.as_ref(), app_id)
+        .await?)
+}
+
+/// Registers the plain conditional-put log store for `s3://` tables: object_store's S3 client
+/// sends `If-None-Match: *`, which S3 and compatible servers honour, so no lock table is needed
+/// (and the AWS SDK stays out of the build).
+fn register_s3_logstore() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let url = Url::parse("s3://").expect("constant URL parses");
+        logstore_factories().insert(url, Arc::new(ConditionalPutLogStoreFactory));
+    });
+}
+
+#[derive(Debug)]
+struct ConditionalPutLogStoreFactory;
+
+impl LogStoreFactory for ConditionalPutLogStoreFactory {
+    fn with_options(
+        &self,
+        prefixed_store: Arc<dyn ObjectStore>,
+        root_store: Arc<dyn ObjectStore>,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// Statistics of one data file, in the shape Delta's `add.stats` JSON wants.
+#[derive(Debug, Clone)]
+pub struct FileStats {
+    /// Rows in the file.
+    pub num_records: i64,
+    /// Minimum and maximum of the table's time column, in microseconds since the epoch.
+    pub time_range: Option<(i64, i64)>,
+}
+
+/// Builds the `add` action for a file written at `relative_path` inside the table.
+pub fn add_action(
+    kind: TableKind,
+    relative_path: String,
+    size: i64,
+    modification_time_ms: i64,
+    stats: &FileStats,
+) -> Add {
+    let mut json = serde_json::json!({ "numRecords": stats.num_records });
+    if let Some((min, max)) = stats.time_range {
+        let col = kind.time_column();
+        json["minValues"] = serde_json::json!({ col: format_micros(min) });
+        json["maxValues"] = serde_json::json!({ col: format_micros(max) });
+        json["nullCount"] = serde_json::json!({ col: 0 });
+    }
+    Add {
+        path: relative_path,
+        partition_values: HashMap::new(),
+        size,
+        modification_time: modification_time_ms,
+        data_change: true,
+        stats: Some(json.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Formats microseconds since the epoch as an RFC 3339 UTC timestamp with microseconds.
+pub fn format_micros(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .unwrap_or_default()
+}

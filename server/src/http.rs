@@ -1,0 +1,38 @@
+//! The HTTP port: `/healthz` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+use crate::wal::Wal;
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    wal: Wal,
+}
+
+/// The HTTP routes.
+pub fn router(metrics: Arc<Metrics>, wal: Wal) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .with_state(HttpState { metrics, wal })
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn prometheus(State(s): State<HttpState>) -> impl IntoResponse {
+    s.metrics.wal_bytes.set(s.wal.total_bytes());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}

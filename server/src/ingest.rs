@@ -1,0 +1,284 @@
+//! The ingest path: validate → write-ahead log (group commit) → memory buffer → flush to tables.
+//!
+//! # Layout
+//! - [`limits`]: the CloudWatch/CloudTrail limits enforced.
+//! - [`validate`]: request checks and the canonical form stored in the WAL.
+//! - [`audit_json`]: CloudTrail JSON → `audit` rows.
+//! - [`buffer`]: durable-but-uncommitted rows per table.
+//! - [`flush`]: rows → Parquet → Delta commit → WAL truncation.
+
+pub mod audit_json;
+pub mod buffer;
+pub mod flush;
+pub mod limits;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracing::info;
+use watchtrail_proto::v1::{
+    IngestResponse, PutAuditEventsRequest, PutLogEventsRequest, PutMetricDataRequest,
+};
+use watchtrail_query::store::{self, Storage};
+use watchtrail_query::tables::TableKind;
+
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::wal::{Applier as _, Replay, Wal, WalRecord, now_ms};
+use buffer::BufferHandle;
+
+/// Work a request handler did that the WAL writer can reuse when it applies the record.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Parsed CloudTrail events (parsing once, in the handler's task, keeps the writer fast).
+    Audit(Vec<audit_json::AuditEvent>),
+}
+
+/// Accepts validated requests into the WAL.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    wal: Wal,
+    metrics: Arc<Metrics>,
+    buffers: BufferHandle,
+    storage: Storage,
+}
+
+impl Ingest {
+    /// An ingest front for this WAL.
+    pub fn new(wal: Wal, metrics: Arc<Metrics>, buffers: BufferHandle, storage: Storage) -> Self {
+        Self {
+            wal,
+            metrics,
+            buffers,
+            storage,
+        }
+    }
+
+    fn count(&self, kind: TableKind, accepted: u64, rejected: usize) {
+        self.metrics.records_accepted.get(kind).add(accepted);
+        self.metrics.records_rejected.get(kind).add(rejected as u64);
+    }
+
+    fn record(
+        tenant: &str,
+        kind: TableKind,
+        id: &str,
+        accepted: u64,
+        rejected: Vec<watchtrail_proto::v1::RejectedItem>,
+        received_ms: i64,
+    ) -> WalRecord {
+        WalRecord {
+            seq: 0,
+            tenant: tenant.to_string(),
+            kind: u32::from(kind.tag()),
+            idempotency_id: id.to_string(),
+            received_ms,
+            accepted,
+            rejected,
+            ..Default::default()
+        }
+    }
+
+    /// Validates and durably stores metric data.
+    ///
+    /// # Errors
+    /// Validation errors, or UNAVAILABLE when the WAL cannot take it.
+    pub async fn put_metrics(
+        &self,
+        tenant: &str,
+        req: PutMetricDataRequest,
+    ) -> Result<IngestResponse> {
+        let now = now_ms();
+        let points: usize = req.metric_data.len()
+            + req
+                .series
+                .iter()
+                .map(|s| s.values.len() + s.statistic_points.len())
+                .sum::<usize>();
+        let v = validate::validate_metrics(req, now)
+            .inspect_err(|_| self.count(TableKind::Metrics, 0, points))?;
+        let mut rec = Self::record(
+            tenant,
+            TableKind::Metrics,
+            &v.canonical.idempotency_id,
+            v.accepted,
+            v.rejected,
+            now,
+        );
+        let rejected = rec.rejected.len();
+        rec.metrics = Some(v.canonical);
+        let resp = self.wal.append(rec, None).await?;
+        if !resp.duplicate {
+            self.count(TableKind::Metrics, resp.accepted, rejected);
+        }
+        Ok(resp)
+    }
+
+    /// Validates and durably stores log events.
+    ///
+    /// # Errors
+    /// Validation errors, or UNAVAILABLE when the WAL cannot take it.
+    pub async fn put_logs(&self, tenant: &str, req: PutLogEventsRequest) -> Result<IngestResponse> {
+        let now = now_ms();
+        let n = req.log_events.len();
+        let v =
+            validate::validate_logs(req, now).inspect_err(|_| self.count(TableKind::Logs, 0, n))?;
+        let mut rec = Self::record(
+            tenant,
+            TableKind::Logs,
+            &v.canonical.idempotency_id,
+            v.accepted,
+            v.rejected,
+            now,
+        );
+        let rejected = rec.rejected.len();
+        rec.logs = Some(v.canonical);
+        let resp = self.wal.append(rec, None).await?;
+        if !resp.duplicate {
+            self.count(TableKind::Logs, resp.accepted, rejected);
+        }
+        Ok(resp)
+    }
+
+    /// Validates and durably stores audit events.
+    ///
+    /// # Errors
+    /// Validation errors, or UNAVAILABLE when the WAL cannot take it.
+    pub async fn put_audit(
+        &self,
+        tenant: &str,
+        req: PutAuditEventsRequest,
+    ) -> Result<IngestResponse> {
+        let now = now_ms();
+        let n = req.records.len();
+        let v =
+            validate::validate_audit(req).inspect_err(|_| self.count(TableKind::Audit, 0, n))?;
+        self.buffers
+            .ensure_audit_ids(&self.storage, tenant)
+            .await
+            .map_err(|e| {
+                crate::error::Error::Unavailable(format!("cannot read the audit table: {e}"))
+            })?;
+        let events = v
+            .canonical
+            .records
+            .iter()
+            .filter_map(|r| audit_json::parse_event(&r.json).ok())
+            .collect();
+        let mut rec = Self::record(
+            tenant,
+            TableKind::Audit,
+            &v.canonical.idempotency_id,
+            v.accepted,
+            v.rejected,
+            now,
+        );
+        rec.audit = Some(v.canonical);
+        let resp = self.wal.append(rec, Some(Prepared::Audit(events))).await?;
+        if !resp.duplicate {
+            self.count(TableKind::Audit, resp.accepted, 0);
+        }
+        Ok(resp)
+    }
+}
+
+/// Applies replayed WAL records to the buffers, skipping those each table already holds.
+///
+/// Needs the tables' commit logs, so it waits for object storage (retrying) when it is down:
+/// applying without knowing could store rows twice.
+///
+/// # Errors
+/// Only when the shutdown signal arrives while storage is still unreachable.
+pub async fn replay(
+    replay: Replay,
+    buffers: &BufferHandle,
+    storage: &Storage,
+    server_id: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    let app = flush::app_id(server_id);
+    let mut committed: HashMap<(String, TableKind), i64> = HashMap::new();
+    let (mut applied, mut skipped) = (0usize, 0usize);
+    for record in replay.records {
+        let Some(kind) = TableKind::from_tag(record.kind as u8) else {
+            buffers.skip(record.seq);
+            continue;
+        };
+        let key = (record.tenant.clone(), kind);
+        if !committed.contains_key(&key) {
+            let version = committed_version(storage, &record.tenant, kind, &app, shutdown).await?;
+            committed.insert(key.clone(), version);
+        }
+        if record.seq as i64 <= committed[&key] {
+            buffers.skip(record.seq);
+            skipped += 1;
+        } else {
+            if kind == TableKind::Audit {
+                wait_for_storage(shutdown, || {
+                    buffers.ensure_audit_ids(storage, &record.tenant)
+                })
+                .await?;
+            }
+            buffers.apply(record, None);
+            applied += 1;
+        }
+    }
+    info!(applied, skipped, "write-ahead log replayed");
+    Ok(())
+}
+
+async fn wait_for_storage<F, Fut>(
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut attempt: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), watchtrail_query::Error>>,
+{
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "storage unreachable during replay; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return Err(crate::error::Error::Unavailable("shut down during replay".into())),
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn committed_version(
+    storage: &Storage,
+    tenant: &str,
+    kind: TableKind,
+    app: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<i64> {
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            match storage.open_table(tenant, kind).await? {
+                Some(t) => Ok::<_, watchtrail_query::Error>(
+                    store::transaction_version(&t, app).await?.unwrap_or(-1),
+                ),
+                None => Ok(-1),
+            }
+        };
+        match attempt.await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!(%tenant, table = %kind, error = %e, "cannot read the table to replay the write-ahead log; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return Err(crate::error::Error::Unavailable("shut down during replay".into())),
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+use watchtrail_proto::v1::{
+    AuditRecord, Dimension, LogEvent, PutAuditEventsRequest, PutMetricDataRequest, StatisticPoint,
+    StatisticSet,
+};
+
+use super::*;
+
+fn series(ns: &str, host: &str, ts: &[i64]) -> MetricSeries {
+    MetricSeries {
+        namespace: ns.into(),
+        metric_name: "cpu".into(),
+        dimensions: vec![
+            Dimension {
+                name: "z".into(),
+                value: "1".into(),
+            },
+            Dimension {
+                name: "host".into(),
+                value: host.into(),
+            },
+        ],
+        unit: "Percent".into(),
+        storage_resolution: 60,
+        timestamps_ms: ts.to_vec(),
+        values: ts.iter().map(|t| *t as f64).collect(),
+        statistic_points: vec![],
+    }
+}
+
+fn metrics_record(seq: u64, series: Vec<MetricSeries>) -> WalRecord {
+    WalRecord {
+        seq,
+        tenant: "t".into(),
+        kind: u32::from(TableKind::Metrics.tag()),
+        metrics: Some(PutMetricDataRequest {
+            idempotency_id: format!("m{seq}"),
+            metric_data: vec![],
+            series,
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn metric_rows_come_out_sorted_by_series_then_time() {
+    let mut b = Buffers::default();
+    b.apply(
+        metrics_record(
+            1,
+            vec![series("B", "h2", &[30, 10]), series("A", "h1", &[20])],
+        ),
+        None,
+    );
+    let mut stats = series("A", "h1", &[]);
+    stats.statistic_points.push(StatisticPoint {
+        timestamp_ms: 5,
+        statistic_values: Some(StatisticSet {
+            sample_count: 3.0,
+            sum: 11.0,
+            minimum: 2.0,
+            maximum: 5.0,
+        }),
+    });
+    b.apply(
+        metrics_record(2, vec![series("B", "h2", &[20]), stats]),
+        None,
+    );
+    let key = TableKey {
+        tenant: "t".into(),
+        kind: TableKind::Metrics,
+    };
+    assert_eq!(b.tables[&key].pending.rows, 5);
+    let ChunkData::Metrics(m) = &b.tables[&key].pending.data else {
+        panic!("metrics chunk")
+    };
+    let batches: Vec<RecordBatch> = m
+        .sorted_batches()
+        .collect::<Result<_, _>>()
+        .expect("batches");
+    let batch = &batches[0];
+    let ns = batch
+        .column_by_name("namespace")
+        .expect("ns")
+        .as_string::<i32>();
+    let time = batch
+        .column_by_name("time")
+        .expect("time")
+        .as_primitive::<TimestampMicrosecondType>();
+    let got: Vec<(String, i64)> = (0..batch.num_rows())
+        .map(|i| (ns.value(i).to_string(), time.value(i) / 1000))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("A".into(), 5),
+            ("A".into(), 20),
+            ("B".into(), 10),
+            ("B".into(), 20),
+            ("B".into(), 30)
+        ]
+    );
+    // Dimensions are stored sorted by name; a statistic set has a null value and its four stats.
+    let dims = batch.column_by_name("dimensions").expect("dims").as_map();
+    let first = dims.value(0);
+    let keys = first.column(0).as_string::<i32>();
+    assert_eq!((keys.value(0), keys.value(1)), ("host", "z"));
+    assert!(batch.column_by_name("value").expect("value").is_null(0));
+    assert_eq!(
+        batch
+            .column_by_name("sum")
+            .expect("sum")
+            .as_primitive::<Float64Type>()
+            .value(0),
+        11.0
+    );
+    assert!(batch.column_by_name("sum").expect("sum").is_null(1));
+}
+
+#[test]
+fn min_uncommitted_seq_tracks_pending_and_flushing_chunks() {
+    let mut b = Buffers::default();
+    assert_eq!(b.min_uncommitted_seq(), 1);
+    b.apply(metrics_record(1, vec![series("A", "h", &[1])]), None);
+    b.apply(metrics_record(2, vec![series("A", "h", &[2])]), None);
+    assert_eq!(b.min_uncommitted_seq(), 1);
+    let key = TableKey {
+        tenant: "t".into(),
+        kind: TableKind::Metrics,
+    };
+    let frozen = b.freeze(&key).expect("frozen");
+    assert_eq!(
+        (frozen.first_seq, frozen.last_seq, frozen.rows),
+        (Some(1), 2, 2)
+    );
+    assert!(b.freeze(&key).is_none(), "one flush at a time");
+    b.apply(metrics_record(3, vec![series("A", "h", &[3])]), None);
+    assert_eq!(
+        b.min_uncommitted_seq(),
+        1,
+        "the flushing chunk still holds seq 1"
+    );
+    b.committed(&key);
+    assert_eq!(b.min_uncommitted_seq(), 3);
+    let frozen = b.freeze(&key).expect("frozen");
+    assert_eq!(frozen.first_seq, Some(3));
+    b.committed(&key);
+    assert_eq!(b.min_uncommitted_seq(), 4);
+}
+
+#[test]
+fn audit_events_with_a_known_event_id_are_stored_once() {
+    let mut b = Buffers::default();
+    let rec = |seq: u64, ids: &[&str]| {
+        WalRecord {
+        seq,
+        tenant: "t".into(),
+        kind: u32::from(TableKind::Audit.tag()),
+        audit: Some(PutAuditEventsRequest {
+            idempotency_id: format!("a{seq}"),
+            records: ids
+                .iter()
+                .map(|id| AuditRecord { json: format!(r#"{{"eventID":"{id}","eventTime":"2023-07-10T11:40:13Z","eventSource":"s3.amazonaws.com"}}"#) })
+                .collect(),
+        }),
+        ..Default::default()
+    }
+    };
+    b.remember_audit_ids("t", ["stored-before"]);
+    assert_eq!(b.apply(rec(1, &["a", "b", "a"]), None), 2);
+    assert_eq!(b.apply(rec(2, &["b", "c", "stored-before"]), None), 1);
+    let key = TableKey {
+        tenant: "t".into(),
+        kind: TableKind::Audit,
+    };
+    assert_eq!(b.tables[&key].pending.rows, 3);
+}
+
+#[test]
+fn log_rows_carry_origin_and_ingest_time() {
+    let mut b = Buffers::default();
+    let rec = WalRecord {
+        seq: 7,
+        tenant: "t".into(),
+        kind: u32::from(TableKind::Logs.tag()),
+        received_ms: 99,
+        logs: Some(PutLogEventsRequest {
+            idempotency_id: "l".into(),
+            log_group_name: "g".into(),
+            log_stream_name: "s".into(),
+            log_events: vec![LogEvent {
+                timestamp_ms: 5,
+                message: "hello".into(),
+            }],
+            origin: Some(watchtrail_proto::v1::LogOrigin {
+                host: "h1".into(),
+                file_path: String::new(),
+            }),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(b.apply(rec, None), 1);
+    let key = TableKey {
+        tenant: "t".into(),
+        kind: TableKind::Logs,
+    };
+    let (bytes, stats) = b.tables[&key]
+        .pending
+        .encode(TableKind::Logs)
+        .expect("encode");
+    assert!(!bytes.is_empty());
+    assert_eq!(stats.num_records, 1);
+    assert_eq!(stats.time_range, Some((5_000, 5_000)));
+    let ChunkData::Batches(batches) = &b.tables[&key].pending.data else {
+        panic!("batches")
+    };
+    let batch = &batches[0];
+    assert_eq!(
+        batch
+            .column_by_name("host")
+            .expect("host")
+            .as_string::<i32>()
+            .value(0),
+        "h1"
+    );
+    assert!(batch.column_by_name("file_path").expect("file").is_null(0));
+    assert_eq!(
+        batch
+            .column_by_name("ingest_time")
+            .expect("ingest")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        99_000
+    );
+}

@@ -1,0 +1,265 @@
+//! Flushing: buffered rows → Parquet → object storage → Delta commit → WAL truncation.
+//!
+//! Each commit carries the application transaction `(watchtrail-wal-<server id>, last seq)`, in
+//! the same atomic commit as its files. After a crash, replay skips every WAL record at or below
+//! that version, and a retry after an ambiguous failure (the commit may have landed) checks it
+//! first, so rows reach a table exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::{ObjectStoreExt as _, PutPayload};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use watchtrail_query::deltalake::DeltaTable;
+use watchtrail_query::store::{self, Storage};
+
+use super::buffer::{BufferHandle, Chunk, TableKey};
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::wal::{Wal, lock};
+
+/// When buffered rows become files.
+#[derive(Debug, Clone)]
+pub struct FlushConfig {
+    /// Flush a table once its buffered rows take this much memory.
+    pub max_bytes: usize,
+    /// Flush a table once its oldest buffered row is this old.
+    pub max_age: Duration,
+    /// Flush the largest tables while all buffers together exceed this.
+    pub total_max_bytes: usize,
+}
+
+/// The application id under which a WAL records its progress in each table.
+pub fn app_id(server_id: &str) -> String {
+    format!("watchtrail-wal-{server_id}")
+}
+
+/// Writes buffered rows to tables in the background.
+pub struct Flusher {
+    buffers: BufferHandle,
+    storage: Storage,
+    wal: Wal,
+    metrics: Arc<Metrics>,
+    config: FlushConfig,
+    tables: HashMap<TableKey, DeltaTable>,
+    retry_at: HashMap<TableKey, (Instant, Duration)>,
+    app_id: String,
+}
+
+impl std::fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flusher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Flusher {
+    /// A flusher for these buffers.
+    pub fn new(
+        buffers: BufferHandle,
+        storage: Storage,
+        wal: Wal,
+        metrics: Arc<Metrics>,
+        config: FlushConfig,
+    ) -> Self {
+        let app_id = app_id(wal.server_id());
+        Self {
+            buffers,
+            storage,
+            wal,
+            metrics,
+            config,
+            tables: HashMap::new(),
+            retry_at: HashMap::new(),
+            app_id,
+        }
+    }
+
+    /// Flushes due tables until `shutdown`, then flushes everything (retrying while storage
+    /// answers, up to `drain_timeout`).
+    pub async fn run(mut self, shutdown: CancellationToken, drain_timeout: Duration) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            self.flush_due(false).await;
+        }
+        info!("flushing all buffered rows before shutdown");
+        let deadline = Instant::now() + drain_timeout;
+        loop {
+            self.retry_at.clear();
+            self.flush_due(true).await;
+            let left = lock(&self.buffers.inner).rows();
+            if left == 0 {
+                info!("all rows committed");
+                break;
+            }
+            if Instant::now() > deadline {
+                warn!(
+                    rows = left,
+                    "shutdown drain timed out; the rows stay in the write-ahead log and are replayed on start"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Flushes every table that is due (all of them with `force`), then truncates the WAL.
+    pub async fn flush_due(&mut self, force: bool) {
+        let due = self.due_tables(force);
+        for key in due {
+            if let Some((at, _)) = self.retry_at.get(&key)
+                && Instant::now() < *at
+            {
+                continue;
+            }
+            match self.flush_table(&key).await {
+                Ok(()) => {
+                    self.retry_at.remove(&key);
+                }
+                Err(e) => {
+                    self.metrics.flush_failures.inc();
+                    let backoff = self
+                        .retry_at
+                        .get(&key)
+                        .map_or(Duration::from_millis(500), |(_, b)| {
+                            (*b * 2).min(Duration::from_secs(30))
+                        });
+                    warn!(tenant = %key.tenant, table = %key.kind, error = %e, retry_in = ?backoff, "flush failed");
+                    self.retry_at
+                        .insert(key.clone(), (Instant::now() + backoff, backoff));
+                    // A failed commit may have landed; reload the table before the next try.
+                    self.tables.remove(&key);
+                }
+            }
+        }
+        let below = lock(&self.buffers.inner).min_uncommitted_seq();
+        match self.wal.truncate_below(below) {
+            Ok(0) => {}
+            Ok(n) => debug!(segments = n, below, "write-ahead log truncated"),
+            Err(e) => warn!(error = %e, "write-ahead log truncation failed"),
+        }
+        self.metrics.wal_bytes.set(self.wal.total_bytes());
+        self.metrics
+            .buffered_rows
+            .set(lock(&self.buffers.inner).rows() as u64);
+    }
+
+    fn due_tables(&self, force: bool) -> Vec<TableKey> {
+        let b = lock(&self.buffers.inner);
+        let mut due: Vec<TableKey> = b
+            .tables
+            .iter()
+            .filter(|(_, t)| {
+                t.flushing.is_some()
+                    || (t.pending.rows > 0
+                        && (force
+                            || t.pending.bytes >= self.config.max_bytes
+                            || t.pending
+                                .since
+                                .is_some_and(|s| s.elapsed() >= self.config.max_age)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if b.bytes() > self.config.total_max_bytes {
+            let mut by_size: Vec<(&TableKey, usize)> =
+                b.tables.iter().map(|(k, t)| (k, t.pending.bytes)).collect();
+            by_size.sort_by_key(|(_, s)| std::cmp::Reverse(*s));
+            if let Some((k, _)) = by_size.first()
+                && !due.contains(k)
+            {
+                due.push((*k).clone());
+            }
+        }
+        due
+    }
+
+    async fn table(&mut self, key: &TableKey) -> Result<&mut DeltaTable> {
+        if !self.tables.contains_key(key) {
+            let t = self
+                .storage
+                .open_or_create_table(&key.tenant, key.kind)
+                .await?;
+            self.tables.insert(key.clone(), t);
+        }
+        Ok(self.tables.get_mut(key).expect("inserted above"))
+    }
+
+    async fn flush_table(&mut self, key: &TableKey) -> Result<()> {
+        let chunk: Arc<Chunk> = {
+            let mut b = lock(&self.buffers.inner);
+            match b.tables.get(key).and_then(|t| t.flushing.clone()) {
+                Some(c) => c,
+                None => match b.freeze(key) {
+                    Some(c) => c,
+                    None => return Ok(()),
+                },
+            }
+        };
+        let started = Instant::now();
+        let last_seq = chunk.last_seq as i64;
+        let app_id = self.app_id.clone();
+        // A retry after an ambiguous failure: the commit may already be in the table.
+        let table = self.table(key).await?;
+        table
+            .update_incremental(None)
+            .await
+            .map_err(watchtrail_query::Error::from)?;
+        if store::transaction_version(table, &app_id)
+            .await?
+            .is_some_and(|v| v >= last_seq)
+        {
+            info!(tenant = %key.tenant, table = %key.kind, last_seq, "flush was already committed");
+            lock(&self.buffers.inner).committed(key);
+            return Ok(());
+        }
+        let kind = key.kind;
+        let encode_chunk = Arc::clone(&chunk);
+        let (bytes, stats) = tokio::task::spawn_blocking(move || encode_chunk.encode(kind))
+            .await
+            .map_err(|e| crate::error::Error::Internal(format!("encoder task failed: {e}")))??;
+        let first = chunk.first_seq.unwrap_or_default();
+        let name = format!(
+            "part-{first:020}-{}.zstd.parquet",
+            uuid::Uuid::new_v4().simple()
+        );
+        let path = self
+            .storage
+            .table_path(&key.tenant, kind)
+            .join(name.as_str());
+        let size = bytes.len() as i64;
+        self.storage
+            .object_store()
+            .put(&path, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(watchtrail_query::Error::from)?;
+        let add = store::add_action(
+            kind,
+            name,
+            size,
+            chrono::Utc::now().timestamp_millis(),
+            &stats,
+        );
+        let table = self.table(key).await?;
+        let version = store::commit_files(table, vec![add], Some((app_id, last_seq))).await?;
+        lock(&self.buffers.inner).committed(key);
+        self.metrics.files_committed.inc();
+        self.metrics.bytes_committed.add(size as u64);
+        self.metrics.rows_committed.add(stats.num_records as u64);
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        debug!(
+            tenant = %key.tenant, table = %kind, rows = stats.num_records, bytes = size, version,
+            elapsed_ms = started.elapsed().as_millis() as u64, "flushed"
+        );
+        Ok(())
+    }
+}

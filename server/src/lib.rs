@@ -1,0 +1,145 @@
+//! The Watchtrail server: gRPC ingest into a write-ahead log, flushed as Parquet into Delta
+//! tables on object storage.
+//!
+//! # Layout
+//! - [`config`]: flags and the validated [`ServerConfig`].
+//! - [`error`]: the error type and its mapping to gRPC status codes.
+//! - [`wal`]: the write-ahead log with group commit and replay.
+//! - [`ingest`]: validation, buffering and flushing.
+//! - [`grpc`]: the gRPC services.
+//! - [`http`]: `/healthz` and `/metrics`.
+//! - [`metrics`]: the server's own counters.
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod wal;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+use watchtrail_proto::v1::ingest_service_server::IngestServiceServer;
+use watchtrail_query::store::Storage;
+
+pub use config::{ServerArgs, ServerConfig};
+pub use error::{Error, Result};
+
+/// Largest gRPC message accepted; the per-RPC limits (1 MB and so on) are checked after
+/// decoding so that the answer can say which limit was broken.
+const MAX_GRPC_MESSAGE_BYTES: usize = 8 << 20;
+
+/// The bound sockets the server answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP.
+    pub http: TcpListener,
+}
+
+/// Runs the server until `shutdown` resolves, then drains: stops taking requests, commits the
+/// buffered rows (within the shutdown timeout) and returns.
+///
+/// `storage` overrides `--store` (tests share one in-memory store with a reader).
+///
+/// # Errors
+/// A WAL that cannot be opened or replayed, a store URL that does not work, or a listener error.
+pub async fn serve(
+    config: ServerConfig,
+    listeners: Listeners,
+    storage: Option<Storage>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let storage = match storage {
+        Some(s) => s,
+        None => Storage::from_url(&config.store_url)?,
+    };
+    let metrics = Arc::new(metrics::Metrics::default());
+    let buffers = ingest::buffer::BufferHandle::new(Arc::clone(&metrics));
+    let (wal, replayed) = wal::Wal::open(
+        config.wal.clone(),
+        Arc::new(buffers.clone()),
+        Arc::clone(&metrics),
+    )?;
+
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+    ingest::replay(replayed, &buffers, &storage, wal.server_id(), &stop).await?;
+
+    let flusher = ingest::flush::Flusher::new(
+        buffers.clone(),
+        storage.clone(),
+        wal.clone(),
+        Arc::clone(&metrics),
+        config.flush.clone(),
+    );
+    let flush_stop = CancellationToken::new();
+    let flush_task = tokio::spawn(flusher.run(flush_stop.clone(), config.shutdown_timeout));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<IngestServiceServer<grpc::ingest::IngestServiceImpl>>()
+        .await;
+    let ingest_service =
+        IngestServiceServer::new(grpc::ingest::IngestServiceImpl::new(ingest::Ingest::new(
+            wal.clone(),
+            Arc::clone(&metrics),
+            buffers.clone(),
+            storage.clone(),
+        )))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+
+    let grpc_addr = listeners
+        .grpc
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let http_addr = listeners
+        .http
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    info!(%grpc_addr, %http_addr, store = %storage.base_url(), "serving");
+
+    let grpc_stop = stop.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(ingest_service)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
+            grpc_stop.cancelled().await
+        });
+    let http_stop = stop.clone();
+    let http = axum::serve(
+        listeners.http,
+        http::router(Arc::clone(&metrics), wal.clone()),
+    )
+    .with_graceful_shutdown(async move { http_stop.cancelled().await });
+    drop(wal);
+
+    let (g, h) = tokio::join!(grpc, async { http.await });
+    g.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
+    h.map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
+
+    info!("stopped taking requests; committing buffered rows");
+    flush_stop.cancel();
+    flush_task
+        .await
+        .map_err(|e| Error::Internal(format!("flusher: {e}")))?;
+    info!("shut down");
+    Ok(())
+}

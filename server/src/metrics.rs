@@ -1,0 +1,200 @@
+//! The server's own telemetry, served as Prometheus text on `/metrics`.
+//!
+//! A handful of atomics: a metrics library would cost more build time than these few lines.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Sum and count of observed durations (a Prometheus summary without quantiles).
+#[derive(Debug, Default)]
+pub struct Timer {
+    micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Timer {
+    /// Records one duration in seconds.
+    pub fn observe(&self, seconds: f64) {
+        self.micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-kind counters: metrics, logs, audit.
+#[derive(Debug, Default)]
+pub struct PerKind {
+    /// metrics
+    pub metrics: Counter,
+    /// logs
+    pub logs: Counter,
+    /// audit
+    pub audit: Counter,
+}
+
+impl PerKind {
+    /// The counter of a kind.
+    pub fn get(&self, kind: watchtrail_query::tables::TableKind) -> &Counter {
+        use watchtrail_query::tables::TableKind;
+        match kind {
+            TableKind::Metrics => &self.metrics,
+            TableKind::Logs => &self.logs,
+            TableKind::Audit => &self.audit,
+        }
+    }
+}
+
+/// Every metric the server exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records accepted, per kind.
+    pub records_accepted: PerKind,
+    /// Records rejected (item by item or with their whole request), per kind.
+    pub records_rejected: PerKind,
+    /// Requests answered from the idempotency index.
+    pub duplicate_requests: Counter,
+    /// Requests refused because the WAL was over its byte budget.
+    pub wal_full_rejections: Counter,
+    /// Bytes in WAL segments.
+    pub wal_bytes: Gauge,
+    /// Time from the first write of a group to its fsync.
+    pub wal_fsync_seconds: Timer,
+    /// Rows held in memory, not yet committed.
+    pub buffered_rows: Gauge,
+    /// Parquet files committed to tables.
+    pub files_committed: Counter,
+    /// Bytes of Parquet committed.
+    pub bytes_committed: Counter,
+    /// Rows committed.
+    pub rows_committed: Counter,
+    /// Flushes that failed and will be retried.
+    pub flush_failures: Counter,
+    /// Time to write and commit one flush.
+    pub flush_seconds: Timer,
+}
+
+impl Metrics {
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, values: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in values {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let kinds = |p: &PerKind| {
+            [
+                ("{kind=\"metrics\"}", p.metrics.get()),
+                ("{kind=\"logs\"}", p.logs.get()),
+                ("{kind=\"audit\"}", p.audit.get()),
+            ]
+        };
+        counter(
+            "watchtrail_ingest_records_accepted_total",
+            "Records made durable.",
+            &kinds(&self.records_accepted),
+        );
+        counter(
+            "watchtrail_ingest_records_rejected_total",
+            "Records refused by validation.",
+            &kinds(&self.records_rejected),
+        );
+        counter(
+            "watchtrail_ingest_duplicate_requests_total",
+            "Requests whose idempotency id was already applied.",
+            &[("", self.duplicate_requests.get())],
+        );
+        counter(
+            "watchtrail_wal_full_rejections_total",
+            "Requests refused because the WAL was full.",
+            &[("", self.wal_full_rejections.get())],
+        );
+        counter(
+            "watchtrail_flush_files_committed_total",
+            "Parquet files committed to tables.",
+            &[("", self.files_committed.get())],
+        );
+        counter(
+            "watchtrail_flush_bytes_committed_total",
+            "Parquet bytes committed to tables.",
+            &[("", self.bytes_committed.get())],
+        );
+        counter(
+            "watchtrail_flush_rows_committed_total",
+            "Rows committed to tables.",
+            &[("", self.rows_committed.get())],
+        );
+        counter(
+            "watchtrail_flush_failures_total",
+            "Flushes that failed and are retried.",
+            &[("", self.flush_failures.get())],
+        );
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            "watchtrail_wal_bytes",
+            "Bytes in write-ahead log segments.",
+            self.wal_bytes.get(),
+        );
+        gauge(
+            "watchtrail_buffer_rows",
+            "Rows in memory not yet committed.",
+            self.buffered_rows.get(),
+        );
+        let mut summary = |name: &str, help: &str, t: &Timer| {
+            let secs = t.micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let n = t.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} summary\n{name}_sum {secs}\n{name}_count {n}"
+            );
+        };
+        summary(
+            "watchtrail_wal_fsync_seconds",
+            "Write plus fdatasync time of a group commit.",
+            &self.wal_fsync_seconds,
+        );
+        summary(
+            "watchtrail_flush_seconds",
+            "Time to write and commit a flush.",
+            &self.flush_seconds,
+        );
+        out
+    }
+}

@@ -1,0 +1,132 @@
+//! `watchtrail import` of real CloudTrail delivery files into the `audit` table.
+
+use std::process::Command;
+
+use watchtrail_e2e::{ServerOptions, TestServer, bin_path, fixtures};
+use watchtrail_query::deltalake::arrow::array::{Array, AsArray};
+use watchtrail_query::store::Storage;
+use watchtrail_query::tables::TableKind;
+
+use super::column_counts;
+
+fn import(server: &TestServer, path: &std::path::Path) -> std::process::Output {
+    Command::new(bin_path("watchtrail"))
+        .args(["--server", &format!("http://{}", server.grpc), "import"])
+        .arg(path)
+        .output()
+        .expect("run watchtrail import")
+}
+
+#[tokio::test]
+async fn all_2900_cloudtrail_events_land_once_with_athena_column_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = ServerOptions::local(dir.path());
+    let mut server = TestServer::start(opts.clone()).await;
+    let out = import(&server, &fixtures().join("cloudtrail"));
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("imported 2900 of 2900 events from 55 files"),
+        "{stderr}"
+    );
+    // Importing again (redelivery) stores nothing new.
+    let out = import(&server, &fixtures().join("cloudtrail"));
+    assert!(
+        out.status.success(),
+        "second import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+
+    let storage = Storage::from_url(&opts.store).expect("store");
+    let ids = column_counts(&storage, "default", TableKind::Audit, "eventid").await;
+    assert_eq!(ids.len(), 2900, "distinct event ids");
+    assert!(ids.values().all(|n| *n == 1), "an event was stored twice");
+    let batches = storage
+        .read_table("default", TableKind::Audit)
+        .await
+        .expect("read");
+    let schema = batches[0].schema();
+    for col in [
+        "eventversion",
+        "useridentity",
+        "eventtime",
+        "eventsource",
+        "eventname",
+        "awsregion",
+        "sourceipaddress",
+        "useragent",
+        "errorcode",
+        "errormessage",
+        "requestparameters",
+        "responseelements",
+        "additionaleventdata",
+        "requestid",
+        "eventid",
+        "readonly",
+        "resources",
+        "eventtype",
+        "managementevent",
+        "recipientaccountid",
+        "eventcategory",
+        "tlsdetails",
+        "eventjson",
+    ] {
+        assert!(schema.field_with_name(col).is_ok(), "missing column {col}");
+    }
+    // 300 events carry an errorCode in the raw files.
+    let errors: usize = batches
+        .iter()
+        .map(|b| {
+            b.column_by_name("errorcode").expect("col").len()
+                - b.column_by_name("errorcode").expect("col").null_count()
+        })
+        .sum();
+    assert_eq!(errors, 300);
+    let names: usize = batches
+        .iter()
+        .map(|b| {
+            let uid = b
+                .column_by_name("useridentity")
+                .expect("col")
+                .as_struct()
+                .clone();
+            let accounts = std::sync::Arc::clone(uid.column_by_name("accountid").expect("field"));
+            accounts.len() - accounts.logical_null_count()
+        })
+        .sum();
+    assert_eq!(names, 2866, "useridentity.accountid as in the raw files");
+}
+
+#[tokio::test]
+async fn a_malformed_file_is_reported_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = TestServer::start(ServerOptions::local(dir.path())).await;
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"Records\": [\n  {\"eventID\": 1,]}").expect("write");
+    let out = import(&server, &bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.json") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    let partly = dir.path().join("partly.json");
+    std::fs::write(&partly, r#"{"Records":[{"eventID":"ok-1","eventTime":"2023-07-10T11:40:13Z"},{"eventID":"no-time"},{"eventID":"ok-2","eventTime":"2023-07-10T11:40:14Z"}]}"#).expect("write");
+    let out = import(&server, &partly);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a refused record makes the import fail"
+    );
+    assert!(
+        stderr.contains("partly.json: record 1") && stderr.contains("eventTime"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("imported 2 of 3 events"), "{stderr}");
+    server.stop().await;
+}

@@ -1,0 +1,57 @@
+//! End-to-end tests: real server processes, real files, real S3 protocol.
+
+mod durability;
+mod import;
+mod ingest;
+mod s3;
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use watchtrail_proto::v1::{LogEvent, PutLogEventsRequest};
+use watchtrail_query::deltalake::arrow;
+use watchtrail_query::store::Storage;
+use watchtrail_query::tables::TableKind;
+
+/// Counts each value of a string column over every committed row of a table.
+async fn column_counts(
+    storage: &Storage,
+    tenant: &str,
+    kind: TableKind,
+    column: &str,
+) -> HashMap<String, usize> {
+    let batches: Vec<RecordBatch> = storage.read_table(tenant, kind).await.expect("read table");
+    let mut out = HashMap::new();
+    for b in &batches {
+        let col = b.column_by_name(column).expect("column");
+        let col = col.as_string::<i32>();
+        for i in 0..col.len() {
+            *out.entry(col.value(i).to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// A log batch whose messages are unique: `<id>-<i>`.
+fn log_batch(id: &str, events: usize) -> PutLogEventsRequest {
+    let now = chrono_now_ms();
+    PutLogEventsRequest {
+        idempotency_id: id.to_string(),
+        log_group_name: "/e2e/app".into(),
+        log_stream_name: "stream-1".into(),
+        log_events: (0..events)
+            .map(|i| LogEvent {
+                timestamp_ms: now,
+                message: format!("{id}-{i}"),
+            })
+            .collect(),
+        origin: None,
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,464 @@
+//! End-to-end harness: real `watchtrail-server` processes, real files, real S3 (moto).
+//!
+//! Tests read as: start → act → wait → assert → stop. Every wait has a deadline and says what
+//! it was waiting for.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use watchtrail_proto::tonic::transport::Channel;
+use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
+///
+/// # Panics
+/// When the binary was not built: run `cargo build --workspace --bins` first.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `--store`.
+    pub store: String,
+    /// `--wal-dir`.
+    pub wal_dir: PathBuf,
+    /// More flags.
+    pub args: Vec<String>,
+    /// More environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    /// A server with a `file://` store and a WAL under `dir`, flushing every 300 ms.
+    pub fn local(dir: &Path) -> Self {
+        Self {
+            store: format!("file://{}", dir.join("store").display()),
+            wal_dir: dir.join("wal"),
+            args: vec!["--flush-max-age".into(), "300ms".into()],
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds flags.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|s| (*s).to_string()));
+        self
+    }
+}
+
+/// A running `watchtrail-server` process.
+#[derive(Debug)]
+pub struct TestServer {
+    child: Option<Child>,
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The HTTP address.
+    pub http: SocketAddr,
+    /// How it was started.
+    pub options: ServerOptions,
+    log: PathBuf,
+}
+
+impl TestServer {
+    /// Starts a server and waits until its gRPC health check says SERVING.
+    ///
+    /// # Panics
+    /// When it does not come up within 60 s (its log is printed).
+    pub async fn start(options: ServerOptions) -> Self {
+        std::fs::create_dir_all(&options.wal_dir).expect("wal dir");
+        let addr_file = options
+            .wal_dir
+            .join(format!("addr-{}", uuid::Uuid::new_v4().simple()));
+        let log = options
+            .wal_dir
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin_path("watchtrail-server"));
+        cmd.arg("--store")
+            .arg(&options.store)
+            .arg("--wal-dir")
+            .arg(&options.wal_dir)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .arg("--listen-addr-file")
+            .arg(&addr_file)
+            .args(&options.args)
+            .env(
+                "WATCHTRAIL_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file.try_clone().expect("clone"))
+            .kill_on_drop(true);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn watchtrail-server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (grpc, http) = loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                let mut lines = text.lines();
+                if let (Some(g), Some(h)) = (lines.next(), lines.next()) {
+                    break (g.parse().expect("grpc addr"), h.parse().expect("http addr"));
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "server exited with {status} before listening:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let server = Self {
+            child: Some(child),
+            grpc,
+            http,
+            options,
+            log,
+        };
+        server.wait_serving().await;
+        server
+    }
+
+    async fn wait_serving(&self) {
+        let url = format!("http://{}", self.grpc);
+        let log = self.log.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(ch) = Channel::from_shared(url.clone())
+                .expect("url")
+                .connect()
+                .await
+            {
+                let health = tonic_health_client(ch);
+                if health.await.is_ok_and(|serving| serving) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server never reported SERVING:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An ingest client for this server.
+    pub async fn client(&self) -> IngestServiceClient<Channel> {
+        let ch = Channel::from_shared(format!("http://{}", self.grpc))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        IngestServiceClient::new(ch)
+    }
+
+    /// `GET` on the HTTP port; returns (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path).await
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush or clean up).
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    ///
+    /// # Panics
+    /// When the exit is not clean within 60 s.
+    pub async fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = c.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), c.wait())
+            .await
+            .expect("server did not stop within 60 s of SIGTERM")
+            .expect("wait");
+        assert!(
+            status.success(),
+            "server exited with {status}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts a new process with the same options (same WAL, same store).
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        let next = Self::start(self.options.clone()).await;
+        *self = next;
+    }
+}
+
+async fn tonic_health_client(ch: Channel) -> Result<bool, ()> {
+    {
+        // The health service's wire format is two tiny messages; calling it through the generic
+        // gRPC client keeps tonic-health out of the test build.
+        let mut grpc = watchtrail_proto::tonic::client::Grpc::new(ch);
+        grpc.ready().await.map_err(|_| ())?;
+        let path = watchtrail_proto::tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/grpc.health.v1.Health/Check",
+        );
+        let codec = watchtrail_proto::tonic_prost::ProstCodec::<
+            HealthCheckRequest,
+            HealthCheckResponse,
+        >::default();
+        let resp = grpc
+            .unary(
+                watchtrail_proto::tonic::Request::new(HealthCheckRequest {
+                    service: String::new(),
+                }),
+                path,
+                codec,
+            )
+            .await
+            .map_err(|_| ())?;
+        Ok(resp.into_inner().status == 1)
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// A minimal HTTP/1.1 GET (the harness needs no HTTP client library for two endpoints).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut s = TcpStream::connect(addr).await.expect("connect http");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends a raw HTTP request and returns the status code (for moto's bucket API).
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> u16 {
+    use tokio::io::AsyncWriteExt as _;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A TCP forwarder that can cut every connection and refuse new ones, to make a real server
+/// unreachable without stopping it (a restarted moto would forget its buckets).
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    /// Starts forwarding `127.0.0.1:<any>` to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (u, g) = (Arc::clone(&up), Arc::clone(&generation));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !u.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let (u2, g2) = (Arc::clone(&u), Arc::clone(&g));
+                let born = g.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let cut = async {
+                        while u2.load(Ordering::SeqCst) && g2.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, () = cut => {} }
+                });
+            }
+        });
+        Self {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A `moto_server` (S3 that enforces conditional writes) on 127.0.0.1, if one is installed.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Moto {
+    /// Starts `moto_server` from `$WATCHTRAIL_MOTO_SERVER` (set by `.ci/run`). Returns `None`
+    /// when it is not configured outside CI; in CI its absence is a failure.
+    ///
+    /// # Panics
+    /// In CI without moto, or when it does not answer within 60 s.
+    pub async fn start() -> Option<Self> {
+        let Ok(bin) = std::env::var("WATCHTRAIL_MOTO_SERVER") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set WATCHTRAIL_MOTO_SERVER (see .ci/run)"
+            );
+            eprintln!(
+                "skipping: WATCHTRAIL_MOTO_SERVER is not set (run the tests through .ci/run or the README command)"
+            );
+            return None;
+        };
+        // moto chooses no port itself, so ask the kernel for a free one: the one place the
+        // harness binds-then-releases, because the server is another program.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+            l.local_addr().expect("addr").port()
+        };
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn moto_server");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        wait_for(
+            "moto_server to answer",
+            Duration::from_secs(60),
+            || async move { TcpStream::connect(addr).await.ok().map(|_| ()) },
+        )
+        .await;
+        Some(Self { child, addr })
+    }
+
+    /// Creates a bucket.
+    pub async fn create_bucket(&self, name: &str) {
+        let status = http_request(self.addr, "PUT", &format!("/{name}")).await;
+        assert_eq!(status, 200, "create bucket {name}");
+    }
+
+    /// The environment a client needs to reach `endpoint` (moto accepts any keys).
+    pub fn env(endpoint: SocketAddr) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), format!("http://{endpoint}")),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ]
+    }
+
+    /// Stops it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Path of the committed test fixtures.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
