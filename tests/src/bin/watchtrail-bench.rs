@@ -1,0 +1,539 @@
+//! `watchtrail-bench`: ingest benchmarks against a release `watchtrail-server` it starts itself,
+//! with VictoriaMetrics and `zstd` measured in the same run as peers.
+//!
+//! ```text
+//! cargo build --release -p watchtrail-server -p watchtrail-e2e --bin watchtrail-bench
+//! target/release/watchtrail-bench metrics --hosts 100 --hours 24
+//! target/release/watchtrail-bench logs --loghub ../shared/testdata/loghub --megabytes 256
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use watchtrail_proto::tonic::codec::CompressionEncoding;
+use watchtrail_proto::tonic::transport::Channel;
+use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
+use watchtrail_proto::v1::{
+    Dimension, LogEvent, MetricSeries, PutLogEventsRequest, PutMetricDataRequest,
+};
+
+const REGIONS: [&str; 9] = [
+    "us-east-1",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "sa-east-1",
+];
+const FIELDS: [&str; 10] = [
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
+];
+const TICK_MS: i64 = 10_000;
+/// Ticks per series per request (keeps a request under the 1 MB limit with 500 series).
+const TICKS_PER_REQUEST: usize = 60;
+const HOSTS_PER_REQUEST: usize = 50;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// An approximately normal step (sum of uniforms).
+    fn step(&mut self) -> f64 {
+        (0..4)
+            .map(|_| (self.next() % 1_000_000) as f64 / 1_000_000.0)
+            .sum::<f64>()
+            - 2.0
+    }
+}
+
+struct Host {
+    tags: Vec<(String, String)>,
+    values: [f64; 10],
+}
+
+fn hosts(n: usize, rng: &mut Rng) -> Vec<Host> {
+    (0..n)
+        .map(|i| {
+            let region = REGIONS[rng.below(9) as usize];
+            let tags = vec![
+                ("hostname".into(), format!("host_{i}")),
+                ("region".into(), region.into()),
+                (
+                    "datacenter".into(),
+                    format!("{region}{}", ["a", "b", "c"][rng.below(3) as usize]),
+                ),
+                ("rack".into(), rng.below(100).to_string()),
+                (
+                    "os".into(),
+                    ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"][rng.below(3) as usize].into(),
+                ),
+                ("arch".into(), ["x64", "x86"][rng.below(2) as usize].into()),
+                (
+                    "team".into(),
+                    ["SF", "NYC", "LON", "CHI"][rng.below(4) as usize].into(),
+                ),
+                ("service".into(), rng.below(20).to_string()),
+                ("service_version".into(), rng.below(2).to_string()),
+                (
+                    "service_environment".into(),
+                    ["production", "staging", "test"][rng.below(3) as usize].into(),
+                ),
+            ];
+            let mut values = [0.0; 10];
+            for v in &mut values {
+                *v = rng.below(101) as f64;
+            }
+            Host { tags, values }
+        })
+        .collect()
+}
+
+/// The whole data set as requests plus the same points as Influx line protocol, in the same order.
+fn tsbs(hosts_n: usize, hours: u64) -> (Vec<PutMetricDataRequest>, Vec<String>, u64) {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut hs = hosts(hosts_n, &mut rng);
+    let ticks = (hours * 360) as usize;
+    let end = now_ms() / TICK_MS * TICK_MS;
+    let start = end - ticks as i64 * TICK_MS;
+    let mut requests = Vec::new();
+    let mut lines = Vec::new();
+    let mut points = 0u64;
+    for t0 in (0..ticks).step_by(TICKS_PER_REQUEST) {
+        let t1 = (t0 + TICKS_PER_REQUEST).min(ticks);
+        for group in (0..hosts_n).step_by(HOSTS_PER_REQUEST) {
+            let mut series = Vec::new();
+            let mut body = String::new();
+            for h in &mut hs[group..(group + HOSTS_PER_REQUEST).min(hosts_n)] {
+                let mut per_field: Vec<(Vec<i64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 10];
+                let tagstr: String = h.tags.iter().map(|(k, v)| format!(",{k}={v}")).collect();
+                for t in t0..t1 {
+                    let ts = start + t as i64 * TICK_MS;
+                    let mut fields = Vec::new();
+                    for (f, v) in h.values.iter_mut().enumerate() {
+                        *v = (*v + rng.step()).clamp(0.0, 100.0);
+                        let iv = v.trunc();
+                        per_field[f].0.push(ts);
+                        per_field[f].1.push(iv);
+                        fields.push(format!("{}={iv}", FIELDS[f]));
+                    }
+                    body.push_str(&format!(
+                        "cpu{tagstr} {} {}\n",
+                        fields.join(","),
+                        ts * 1_000_000
+                    ));
+                }
+                for (f, (ts, vs)) in per_field.into_iter().enumerate() {
+                    points += vs.len() as u64;
+                    series.push(MetricSeries {
+                        namespace: "TSBS".into(),
+                        metric_name: FIELDS[f].into(),
+                        dimensions: h
+                            .tags
+                            .iter()
+                            .map(|(k, v)| Dimension {
+                                name: k.clone(),
+                                value: v.clone(),
+                            })
+                            .collect(),
+                        unit: "Percent".into(),
+                        storage_resolution: 60,
+                        timestamps_ms: ts,
+                        values: vs,
+                        statistic_points: vec![],
+                    });
+                }
+            }
+            requests.push(PutMetricDataRequest {
+                idempotency_id: format!("tsbs-{t0}-{group}"),
+                metric_data: vec![],
+                series,
+            });
+            lines.push(body);
+        }
+    }
+    (requests, lines, points)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn dir_bytes(dir: &Path, suffix: &str) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                total += dir_bytes(&p, suffix);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// Peak resident set (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some((rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+struct Server {
+    child: Child,
+    grpc: String,
+    store: PathBuf,
+}
+
+fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("exe dir")?.join("watchtrail-server");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p watchtrail-server",
+            bin.display()
+        );
+    }
+    let addr_file = dir.join("addr");
+    let store = dir.join("store");
+    let child = Command::new(bin)
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .arg("--wal-dir")
+        .arg(dir.join("wal"))
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log-filter",
+            "warn",
+        ])
+        .arg("--listen-addr-file")
+        .arg(&addr_file)
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(&addr_file)
+            && let Some(g) = t.lines().next()
+        {
+            return Ok(Server {
+                child,
+                grpc: format!("http://{g}"),
+                store,
+            });
+        }
+        if Instant::now() > deadline {
+            bail!("server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop_server(mut s: Server) -> anyhow::Result<()> {
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()?;
+    let status = s.child.wait()?;
+    if !status.success() {
+        bail!("server exited with {status}");
+    }
+    Ok(())
+}
+
+async fn client(url: &str) -> anyhow::Result<IngestServiceClient<Channel>> {
+    for _ in 0..100 {
+        if let Ok(ch) = Channel::from_shared(url.to_string())?.connect().await {
+            return Ok(IngestServiceClient::new(ch)
+                .send_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(16 << 20));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("cannot connect to {url}")
+}
+
+async fn http_post(addr: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
+async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow::Result<()> {
+    eprintln!("generating TSBS cpu-only data: {hosts_n} hosts, {hours} h at 10 s");
+    let (requests, lines, points) = tsbs(hosts_n, hours);
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path(), &[])?;
+    let pid = server.child.id();
+    let c = client(&server.grpc).await?;
+    let cpu0 = cpu_seconds(pid);
+    let started = Instant::now();
+    let mut results = futures::stream::iter(requests.into_iter().map(|r| {
+        let mut c = c.clone();
+        async move { c.put_metric_data(r).await.map(|r| r.into_inner().accepted) }
+    }))
+    .buffer_unordered(concurrency);
+    let mut acked = 0u64;
+    while let Some(r) = results.next().await {
+        acked += r.context("put_metric_data")?;
+    }
+    let ingest = started.elapsed();
+    let cpu = cpu_seconds(pid) - cpu0;
+    let rss_ingest = peak_rss_mib(pid);
+    let flush_started = Instant::now();
+    let store = server.store.clone();
+    stop_server(server)?;
+    let drain = flush_started.elapsed();
+    let bytes = dir_bytes(&store, ".parquet");
+    println!(
+        "| Watchtrail | {points} | {:.0} | {:.2} | {:.3} | {rss_ingest:.0} | {:.1} | drain on SIGTERM {:.1} s |",
+        acked as f64 / ingest.as_secs_f64(),
+        ingest.as_secs_f64(),
+        bytes as f64 / points as f64,
+        cpu,
+        drain.as_secs_f64()
+    );
+    if acked != points {
+        bail!("acked {acked} of {points}");
+    }
+
+    // VictoriaMetrics, fed the same points as Influx line protocol by one sequential client.
+    let vm_dir = tempfile::tempdir()?;
+    let port = {
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut vm = Command::new("victoria-metrics")
+        .arg(format!("-storageDataPath={}", vm_dir.path().display()))
+        .args([
+            "-retentionPeriod=100y",
+            &format!("-httpListenAddr={addr}"),
+            "-loggerLevel=ERROR",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("start victoria-metrics (apt-get install victoria-metrics)")?;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let vm_pid = vm.id();
+    let cpu0 = cpu_seconds(vm_pid);
+    let started = Instant::now();
+    for body in &lines {
+        let status = http_post(&addr, "/write", body.as_bytes()).await?;
+        if status / 100 != 2 {
+            bail!("victoria-metrics answered {status}");
+        }
+    }
+    let vm_ingest = started.elapsed();
+    let vm_cpu = cpu_seconds(vm_pid) - cpu0;
+    let _ = http_post(&addr, "/internal/force_flush", b"").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let vm_rss = peak_rss_mib(vm_pid);
+    let vm_bytes = dir_bytes(vm_dir.path(), "");
+    let _ = vm.kill();
+    let _ = vm.wait();
+    println!(
+        "| VictoriaMetrics 1.79 | {points} | {:.0} | {:.2} | {:.3} | {vm_rss:.0} | {vm_cpu:.1} | whole data dir |",
+        points as f64 / vm_ingest.as_secs_f64(),
+        vm_ingest.as_secs_f64(),
+        vm_bytes as f64 / points as f64
+    );
+    Ok(())
+}
+
+fn loghub_lines(root: &Path, megabytes: usize) -> anyhow::Result<Vec<String>> {
+    let mut base = Vec::new();
+    for e in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+        let dir = e?.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir)? {
+            let p = f?.path();
+            if p.to_string_lossy().ends_with(".log") {
+                let bytes = std::fs::read(&p)?;
+                base.extend(
+                    String::from_utf8_lossy(&bytes)
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
+        }
+    }
+    if base.is_empty() {
+        bail!("no .log files under {}", root.display());
+    }
+    let mut out = Vec::new();
+    let mut total = 0;
+    while total < megabytes << 20 {
+        for l in &base {
+            total += l.len() + 1;
+            out.push(l.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn bench_logs(root: &Path, megabytes: usize, concurrency: usize) -> anyhow::Result<()> {
+    let lines = loghub_lines(root, megabytes)?;
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let mut requests = Vec::new();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    let ts = now_ms();
+    for l in &lines {
+        if batch.len() == 10_000 || size + l.len() + 26 > 1_000_000 {
+            requests.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += l.len() + 26;
+        batch.push(LogEvent {
+            timestamp_ms: ts,
+            message: l.clone(),
+        });
+    }
+    requests.push(batch);
+    let dir = tempfile::tempdir()?;
+    let server = start_server(dir.path(), &[])?;
+    let pid = server.child.id();
+    let c = client(&server.grpc).await?;
+    let started = Instant::now();
+    let mut results = futures::stream::iter(requests.into_iter().enumerate().map(|(i, events)| {
+        let mut c = c.clone();
+        async move {
+            c.put_log_events(PutLogEventsRequest {
+                idempotency_id: format!("logs-{i}"),
+                log_group_name: "/bench/loghub".into(),
+                log_stream_name: "all".into(),
+                log_events: events,
+                origin: None,
+            })
+            .await
+            .map(|r| r.into_inner().accepted)
+        }
+    }))
+    .buffer_unordered(concurrency);
+    let mut acked = 0;
+    while let Some(r) = results.next().await {
+        acked += r.context("put_log_events")?;
+    }
+    let elapsed = started.elapsed();
+    let rss = peak_rss_mib(pid);
+    stop_server(server)?;
+    println!(
+        "| Watchtrail logs ingest | {:.0} MB | {acked} lines | {:.1} MB/s | {rss:.0} MiB peak RSS |",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / elapsed.as_secs_f64()
+    );
+    let raw = dir.path().join("raw.log");
+    std::fs::write(&raw, lines.join("\n"))?;
+    let started = Instant::now();
+    let status = Command::new("zstd")
+        .args(["-3", "-T1", "-q", "-f", "-o"])
+        .arg(dir.path().join("raw.zst"))
+        .arg(&raw)
+        .status()?;
+    if !status.success() {
+        bail!("zstd failed");
+    }
+    println!(
+        "| zstd -3 -T1, same bytes | {:.0} MB | | {:.1} MB/s | |",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    let concurrency: usize = flag("--concurrency", "8").parse()?;
+    match args.get(1).map(String::as_str) {
+        Some("metrics") => {
+            bench_metrics(
+                flag("--hosts", "100").parse()?,
+                flag("--hours", "24").parse()?,
+                concurrency,
+            )
+            .await
+        }
+        Some("logs") => {
+            bench_logs(
+                Path::new(&flag("--loghub", "../shared/testdata/loghub")),
+                flag("--megabytes", "256").parse()?,
+                concurrency,
+            )
+            .await
+        }
+        _ => bail!(
+            "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] [--concurrency N]"
+        ),
+    }
+}
