@@ -1,5 +1,6 @@
 //! End-to-end tests: real server processes, real files, real S3 protocol.
 
+mod cli;
 mod durability;
 mod import;
 mod ingest;
