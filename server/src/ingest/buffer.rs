@@ -158,11 +158,10 @@ impl MetricsChunk {
         }
         let mut rows: Vec<MetricRow> = self.rows.clone();
         rows.sort_unstable_by_key(|r| (rank[r.series as usize], r.time_us));
-        let chunks: Vec<Vec<MetricRow>> = rows
-            .chunks(METRICS_BATCH_ROWS)
-            .map(<[MetricRow]>::to_vec)
-            .collect();
-        chunks.into_iter().map(move |c| self.build_batch(&c))
+        let n = rows.len();
+        (0..n)
+            .step_by(METRICS_BATCH_ROWS)
+            .map(move |start| self.build_batch(&rows[start..(start + METRICS_BATCH_ROWS).min(n)]))
     }
 
     fn build_batch(&self, rows: &[MetricRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
