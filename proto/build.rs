@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["common", "metrics", "logs", "audit", "ingest"];
+const PROTOS: &[&str] = &["common", "metrics", "logs", "audit", "ingest", "query"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("protos");

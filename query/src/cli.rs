@@ -1,19 +1,23 @@
-//! The `watchtrail` command line: CloudWatch-style commands against a server.
+//! The `watchtrail` command line: SQL and CloudWatch-style commands against a server or a store.
 //!
 //! # Layout
 //! - [`client`]: the gRPC connection, tenant header and retries.
 //! - [`put`]: `put-metric` and `put-log-events`.
 //! - [`import`]: `import` of CloudTrail delivery files.
+//! - [`query`]: `query` and the interactive shell.
+//! - [`cloudwatch`]: `list-metrics` and `get-metric-statistics`.
 
 pub mod client;
+pub mod cloudwatch;
 pub mod import;
 pub mod put;
+pub mod query;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// `watchtrail`: put metrics and logs, import CloudTrail files.
+/// `watchtrail`: query with SQL, put metrics and logs, import CloudTrail files.
 #[derive(Debug, Parser)]
 #[command(name = "watchtrail", version, about)]
 pub struct Cli {
@@ -33,6 +37,13 @@ pub enum Command {
     /// Imports CloudTrail delivery files (`{"Records":[...]}`, `.json` or `.json.gz`), files or
     /// directories (recursively), into the `audit` table.
     Import(import::ImportArgs),
+    /// Runs SQL over the tenant's `metrics`, `logs` and `audit` tables; with no SQL, starts an
+    /// interactive shell.
+    Query(query::QueryArgs),
+    /// Lists metrics (like `aws cloudwatch list-metrics`).
+    ListMetrics(cloudwatch::ListMetricsArgs),
+    /// Statistics of one metric per period (like `aws cloudwatch get-metric-statistics`).
+    GetMetricStatistics(cloudwatch::GetMetricStatisticsArgs),
 }
 
 /// Runs the CLI; the binary's `main` only calls this.
@@ -60,6 +71,11 @@ pub fn main() -> ExitCode {
             Command::PutMetric(a) => put::put_metric(&cli.connection, a).await,
             Command::PutLogEvents(a) => put::put_log_events(&cli.connection, a).await,
             Command::Import(a) => import::import(&cli.connection, a).await,
+            Command::Query(a) => query::query(&cli.connection, a).await,
+            Command::ListMetrics(a) => cloudwatch::list_metrics(&cli.connection, a).await,
+            Command::GetMetricStatistics(a) => {
+                cloudwatch::get_metric_statistics(&cli.connection, a).await
+            }
         }
     });
     match result {

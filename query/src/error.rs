@@ -29,9 +29,85 @@ pub enum Error {
     /// An error from the SQL engine.
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// SQL that does not parse or plan, or fails on the data (the caller's mistake).
+    #[error("{0}")]
+    Sql(String),
+    /// SQL that would change something or reach outside the caller's tables.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// A query that needed more memory than its limit allows.
+    #[error("query memory limit exceeded: {0}")]
+    MemoryLimit(String),
+    /// A query that ran past its time limit.
+    #[error("query timed out after {0:?}; narrow the time range or raise --query-timeout")]
+    Timeout(std::time::Duration),
     /// A broken invariant.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How a caller should treat an [`Error`]: what HTTP status and gRPC code it maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request is wrong (bad SQL, bad tenant): 400 / INVALID_ARGUMENT.
+    BadRequest,
+    /// The statement is not allowed: 403 / PERMISSION_DENIED.
+    Forbidden,
+    /// A resource limit was hit: 429 / RESOURCE_EXHAUSTED.
+    ResourceExhausted,
+    /// The time limit was hit: 504 / DEADLINE_EXCEEDED.
+    Timeout,
+    /// Storage did not answer; retry later: 503 / UNAVAILABLE.
+    Unavailable,
+    /// A broken invariant: 500 / INTERNAL.
+    Internal,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Sql(_) | Error::InvalidTenant(_) | Error::InvalidStore { .. } => {
+                ErrorClass::BadRequest
+            }
+            Error::ReadOnly(_) => ErrorClass::Forbidden,
+            Error::MemoryLimit(_) => ErrorClass::ResourceExhausted,
+            Error::Timeout(_) => ErrorClass::Timeout,
+            Error::ObjectStore(_) | Error::Delta(_) => ErrorClass::Unavailable,
+            Error::DataFusion(e) => classify_datafusion(e),
+            Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// Sorts a DataFusion error into the caller's mistakes, limits and failures.
+    pub fn from_datafusion(e: datafusion::error::DataFusionError) -> Self {
+        match classify_datafusion(&e) {
+            ErrorClass::BadRequest => Error::Sql(e.strip_backtrace()),
+            ErrorClass::ResourceExhausted => Error::MemoryLimit(e.find_root().strip_backtrace()),
+            _ => Error::DataFusion(e),
+        }
+    }
+}
+
+fn classify_datafusion(e: &datafusion::error::DataFusionError) -> ErrorClass {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::ResourcesExhausted(_) => ErrorClass::ResourceExhausted,
+        D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) | D::Execution(_) => {
+            ErrorClass::BadRequest
+        }
+        D::ArrowError(e, _) => match e.as_ref() {
+            arrow::error::ArrowError::CastError(_)
+            | arrow::error::ArrowError::ParseError(_)
+            | arrow::error::ArrowError::InvalidArgumentError(_)
+            | arrow::error::ArrowError::ComputeError(_)
+            | arrow::error::ArrowError::DivideByZero
+            | arrow::error::ArrowError::ArithmeticOverflow(_) => ErrorClass::BadRequest,
+            _ => ErrorClass::Internal,
+        },
+        D::ObjectStore(_) | D::IoError(_) => ErrorClass::Unavailable,
+        _ => ErrorClass::Internal,
+    }
 }
 
 /// Result with the query crate's [`Error`].

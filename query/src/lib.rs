@@ -20,9 +20,12 @@ pub mod error;
 pub mod files;
 pub mod store;
 pub mod tables;
+pub mod units;
 
 /// The Delta Lake crate this crate is built on, so users agree on one version.
 pub use deltalake;
 pub use error::{Error, Result};
 
 pub mod cli;
+pub mod engine;
+pub mod output;

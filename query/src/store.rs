@@ -418,3 +418,38 @@ pub fn format_micros(micros: i64) -> String {
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
         .unwrap_or_default()
 }
+
+impl Storage {
+    /// Writes `batch` (in the table's schema) as one sorted Parquet file and commits it, creating
+    /// the table when needed. For tools and tests: the server's flusher commits its own files.
+    ///
+    /// # Errors
+    /// Storage, Parquet or commit errors.
+    pub async fn append_batch(
+        &self,
+        tenant: &str,
+        kind: TableKind,
+        batch: &arrow::array::RecordBatch,
+    ) -> Result<i64> {
+        let mut table = self.open_or_create_table(tenant, kind).await?;
+        let mut enc = crate::files::ParquetEncoder::new(kind)?;
+        enc.write(&crate::files::sort_batch(kind, batch)?)?;
+        let (bytes, stats) = enc.finish()?;
+        let name = format!("part-tool-{}.zstd.parquet", uuid::Uuid::new_v4().simple());
+        let size = bytes.len() as i64;
+        self.root
+            .put(
+                &self.table_path(tenant, kind).join(name.as_str()),
+                object_store::PutPayload::from_bytes(bytes),
+            )
+            .await?;
+        let add = add_action(
+            kind,
+            name,
+            size,
+            chrono::Utc::now().timestamp_millis(),
+            &stats,
+        );
+        commit_files(&mut table, vec![add], None).await
+    }
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use watchtrail_query::store::ObjectStoreArgs;
+pub use watchtrail_query::units::{parse_bytes, parse_duration};
 
 use crate::ingest::flush::FlushConfig;
 use crate::wal::WalConfig;
@@ -62,6 +63,18 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Memory one query may use for joins, sorts and aggregations before it spills or fails.
+    #[arg(long, env = "WATCHTRAIL_QUERY_MEMORY_LIMIT", default_value = "1G", value_parser = parse_bytes)]
+    pub query_memory_limit: u64,
+
+    /// How long one query may run before it is stopped with an error.
+    #[arg(long, env = "WATCHTRAIL_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
+
+    /// Threads that run queries (apart from ingest). Default: one per core.
+    #[arg(long, env = "WATCHTRAIL_QUERY_THREADS")]
+    pub query_threads: Option<usize>,
+
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "WATCHTRAIL_LOG", default_value = "info")]
     pub log_filter: String,
@@ -82,6 +95,10 @@ pub struct ServerConfig {
     pub flush: FlushConfig,
     /// Shutdown drain limit.
     pub shutdown_timeout: Duration,
+    /// Query limits.
+    pub engine: watchtrail_query::engine::EngineConfig,
+    /// Threads of the query runtime.
+    pub query_threads: usize,
 }
 
 impl ServerArgs {
@@ -96,7 +113,21 @@ impl ServerArgs {
         if self.flush_max_age.is_zero() {
             return Err("--flush-max-age must be greater than zero".into());
         }
+        if self.query_timeout.is_zero() {
+            return Err("--query-timeout must be greater than zero".into());
+        }
+        if self.query_memory_limit < (1 << 20) {
+            return Err("--query-memory-limit must be at least 1M".into());
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let query_threads = self.query_threads.unwrap_or(cores).max(1);
         Ok(ServerConfig {
+            engine: watchtrail_query::engine::EngineConfig {
+                memory_limit: self.query_memory_limit as usize,
+                timeout: self.query_timeout,
+                target_partitions: query_threads,
+            },
+            query_threads,
             store_url: self.store.store.clone(),
             wal: WalConfig {
                 dir: self.wal_dir.clone(),
@@ -112,59 +143,5 @@ impl ServerArgs {
             },
             shutdown_timeout: self.shutdown_timeout,
         })
-    }
-}
-
-/// Parses `512`, `64K`, `128M`, `1G` (powers of 1024).
-///
-/// # Errors
-/// Anything else.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a size like 512, 64K, 128M or 1G"))
-}
-
-/// Parses `250ms`, `10s`, `5m`, `1h`.
-///
-/// # Errors
-/// Anything else.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let bad = || format!("`{s}` is not a duration like 250ms, 10s, 5m or 1h");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let n: u64 = s[..split].parse().map_err(|_| bad())?;
-    match &s[split..] {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(bad()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
-        assert_eq!(parse_bytes("512"), Ok(512));
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
     }
 }

@@ -57,7 +57,8 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
             Error::TooLarge(_) => tonic::Status::resource_exhausted(e.to_string()),
             Error::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
-            Error::Io { .. } | Error::Query(_) | Error::Internal(_) => {
+            Error::Query(q) => crate::grpc::query::query_status(&q),
+            Error::Io { .. } | Error::Internal(_) => {
                 error!(error = %e, "internal error");
                 tonic::Status::internal("internal error; see the server log")
             }

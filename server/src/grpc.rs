@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //! - [`ingest`]: the `watchtrail.v1.IngestService` implementation.
+//! - [`query`]: the `watchtrail.v1.QueryService` implementation.
 
 pub mod ingest;
+pub mod query;
 
 use tonic::Request;
 use watchtrail_proto::{DEFAULT_TENANT, TENANT_HEADER};

@@ -1,4 +1,6 @@
-//! The HTTP port: `/healthz` and `/metrics`.
+//! The HTTP port: `/healthz`, `/metrics` and `POST /v1/query`.
+
+pub mod query;
 
 use std::sync::Arc;
 
@@ -6,7 +8,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+use watchtrail_query::engine::Engine;
 
 use crate::metrics::Metrics;
 use crate::wal::Wal;
@@ -18,11 +21,16 @@ struct HttpState {
 }
 
 /// The HTTP routes.
-pub fn router(metrics: Arc<Metrics>, wal: Wal) -> Router {
+pub fn router(metrics: Arc<Metrics>, wal: Wal, engine: Engine) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
         .with_state(HttpState { metrics, wal })
+        .merge(
+            Router::new()
+                .route("/v1/query", post(query::query))
+                .with_state(engine),
+        )
 }
 
 async fn healthz() -> impl IntoResponse {

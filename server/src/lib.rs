@@ -7,7 +7,8 @@
 //! - [`wal`]: the write-ahead log with group commit and replay.
 //! - [`ingest`]: validation, buffering and flushing.
 //! - [`grpc`]: the gRPC services.
-//! - [`http`]: `/healthz` and `/metrics`.
+//! - [`query`]: SQL over committed files and buffered rows.
+//! - [`http`]: `/healthz`, `/metrics` and `POST /v1/query`.
 //! - [`metrics`]: the server's own counters.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod query;
 pub mod wal;
 
 use std::future::Future;
@@ -27,6 +29,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 use watchtrail_proto::v1::ingest_service_server::IngestServiceServer;
+use watchtrail_proto::v1::query_service_server::QueryServiceServer;
+use watchtrail_query::engine::Engine;
 use watchtrail_query::store::Storage;
 
 pub use config::{ServerArgs, ServerConfig};
@@ -90,6 +94,21 @@ pub async fn serve(
     let flush_stop = CancellationToken::new();
     let flush_task = tokio::spawn(flusher.run(flush_stop.clone(), config.shutdown_timeout));
 
+    // Queries run on their own threads, so a heavy one cannot starve ingest.
+    let query_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.query_threads)
+        .thread_name("watchtrail-query")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("query runtime: {e}")))?;
+    let source = Arc::new(query::ServerSource::new(
+        storage.clone(),
+        buffers.clone(),
+        ingest::flush::app_id(wal.server_id()),
+    ));
+    let engine = Engine::new(&storage, source, config.engine.clone())
+        .with_runtime(query_runtime.handle().clone());
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<IngestServiceServer<grpc::ingest::IngestServiceImpl>>()
@@ -105,6 +124,13 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Zstd)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd);
+    let query_service = QueryServiceServer::new(grpc::query::QueryServiceImpl::new(engine.clone()))
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+    health
+        .set_serving::<QueryServiceServer<grpc::query::QueryServiceImpl>>()
+        .await;
 
     let grpc_addr = listeners
         .grpc
@@ -120,13 +146,14 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ingest_service)
+        .add_service(query_service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
             grpc_stop.cancelled().await
         });
     let http_stop = stop.clone();
     let http = axum::serve(
         listeners.http,
-        http::router(Arc::clone(&metrics), wal.clone()),
+        http::router(Arc::clone(&metrics), wal.clone(), engine),
     )
     .with_graceful_shutdown(async move { http_stop.cancelled().await });
     drop(wal);
@@ -140,6 +167,7 @@ pub async fn serve(
     flush_task
         .await
         .map_err(|e| Error::Internal(format!("flusher: {e}")))?;
+    query_runtime.shutdown_background();
     info!("shut down");
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! End-to-end tests: real server processes, real files, real S3 protocol.
 
 mod cli;
+mod cloudtrail_sql;
+mod cloudwatch_cli;
 mod durability;
 mod import;
 mod ingest;
+mod open_format;
+mod query;
 mod s3;
 
 use std::collections::HashMap;

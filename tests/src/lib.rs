@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
+use watchtrail_proto::tonic;
 use watchtrail_proto::tonic::transport::Channel;
 use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
+use watchtrail_query::deltalake::arrow;
 
 /// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
 ///
@@ -205,6 +207,18 @@ impl TestServer {
         http_get(self.http, path).await
     }
 
+    /// `POST /v1/query` with `sql`, asking for `accept`.
+    pub async fn http_query(&self, sql: &str, accept: &str) -> HttpAnswer {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        http_post(
+            self.http,
+            "/v1/query",
+            &[&format!("Accept: {accept}")],
+            body.as_bytes(),
+        )
+        .await
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -310,6 +324,69 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// An HTTP answer: status, lower-cased headers, body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: std::collections::HashMap<String, String>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A minimal HTTP/1.1 POST with extra headers (`Name: value` lines).
+pub async fn http_post(addr: SocketAddr, path: &str, headers: &[&str], body: &[u8]) -> HttpAnswer {
+    use tokio::io::AsyncWriteExt as _;
+    let mut s = TcpStream::connect(addr).await.expect("connect http");
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write body");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: buf[split + 4..].to_vec(),
+    }
 }
 
 /// Sends a raw HTTP request and returns the status code (for moto's bucket API).
@@ -461,4 +538,85 @@ impl Moto {
 /// Path of the committed test fixtures.
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Runs SQL through the gRPC query service; the rows and the statistics.
+///
+/// # Errors
+/// The server's status.
+pub async fn grpc_query(
+    grpc: SocketAddr,
+    tenant: &str,
+    sql: &str,
+) -> Result<
+    (
+        Vec<arrow::array::RecordBatch>,
+        watchtrail_proto::v1::QueryStats,
+    ),
+    tonic::Status,
+> {
+    use watchtrail_proto::v1::query_response::Payload;
+    let ch = Channel::from_shared(format!("http://{grpc}"))
+        .expect("url")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = watchtrail_proto::v1::query_service_client::QueryServiceClient::new(ch)
+        .max_decoding_message_size(64 << 20);
+    let mut req = tonic::Request::new(watchtrail_proto::v1::QueryRequest {
+        sql: sql.to_string(),
+    });
+    req.metadata_mut().insert(
+        watchtrail_proto::TENANT_HEADER,
+        tenant.parse().expect("tenant header"),
+    );
+    let mut stream = client.query(req).await?.into_inner();
+    let mut ipc = Vec::new();
+    let mut stats = None;
+    while let Some(m) = stream.message().await? {
+        match m.payload {
+            Some(Payload::ArrowIpc(b)) => ipc.extend_from_slice(&b),
+            Some(Payload::Stats(s)) => stats = Some(s),
+            None => {}
+        }
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+        .expect("Arrow IPC stream");
+    let batches = reader.collect::<Result<Vec<_>, _>>().expect("batches");
+    Ok((batches, stats.expect("stats message")))
+}
+
+/// The first column of the first row as an i64 (a `count(*)`).
+pub fn scalar_i64(batches: &[arrow::array::RecordBatch], col: usize) -> i64 {
+    use arrow::array::AsArray as _;
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| {
+            b.column(col)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0)
+        })
+        .expect("a row")
+}
+
+/// The Python with `deltalake` and `pyarrow` from `$WATCHTRAIL_PYTHON` (set by the test
+/// script), or `None` outside CI when it is not configured.
+///
+/// # Panics
+/// In CI without it.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("WATCHTRAIL_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set WATCHTRAIL_PYTHON (see scripts/test)"
+            );
+            eprintln!(
+                "skipping: WATCHTRAIL_PYTHON is not set (run the tests through the README command)"
+            );
+            None
+        }
+    }
 }

@@ -17,6 +17,9 @@ use arrow::array::{
 };
 use tracing::warn;
 use watchtrail_proto::v1::{MetricSeries, PutLogEventsRequest};
+use watchtrail_query::engine::{
+    BufferedBatches, BufferedRows, TableFiles, TableSnapshot, TimeRange,
+};
 use watchtrail_query::files::ParquetEncoder;
 use watchtrail_query::store::FileStats;
 use watchtrail_query::tables::{TableKind, UTC};
@@ -128,6 +131,37 @@ impl MetricsChunk {
         self.rows.len() - before
     }
 
+    /// A copy of the rows for a query (the series keys are shared, not copied).
+    fn query_copy(&self) -> MetricsChunk {
+        MetricsChunk {
+            series: self.series.clone(),
+            index: HashMap::new(),
+            rows: self.rows.clone(),
+            stats: self.stats.clone(),
+            key_bytes: 0,
+        }
+    }
+
+    /// The rows whose time is in `range`, in arrival order.
+    fn batches_in(&self, range: TimeRange) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+        let mut out = Vec::new();
+        let mut picked: Vec<MetricRow> =
+            Vec::with_capacity(METRICS_BATCH_ROWS.min(self.rows.len()));
+        for r in &self.rows {
+            if range.contains(r.time_us) {
+                picked.push(*r);
+                if picked.len() == METRICS_BATCH_ROWS {
+                    out.push(self.build_batch(&picked)?);
+                    picked.clear();
+                }
+            }
+        }
+        if !picked.is_empty() {
+            out.push(self.build_batch(&picked)?);
+        }
+        Ok(out)
+    }
+
     fn bytes(&self) -> usize {
         self.rows.capacity() * std::mem::size_of::<MetricRow>()
             + self.stats.capacity() * 32
@@ -229,6 +263,25 @@ impl MetricsChunk {
             Arc::new(resolution.finish()),
         ];
         RecordBatch::try_new(TableKind::Metrics.schema(), columns)
+    }
+}
+
+impl BufferedRows for MetricsChunk {
+    fn batches(&self, range: TimeRange) -> watchtrail_query::Result<Vec<RecordBatch>> {
+        Ok(self.batches_in(range)?)
+    }
+}
+
+/// A frozen chunk, read by queries while it is being flushed.
+#[derive(Debug)]
+struct FrozenRows(Arc<Chunk>);
+
+impl BufferedRows for FrozenRows {
+    fn batches(&self, range: TimeRange) -> watchtrail_query::Result<Vec<RecordBatch>> {
+        match &self.0.data {
+            ChunkData::Metrics(m) => Ok(m.batches_in(range)?),
+            ChunkData::Batches(b) => Ok(b.clone()),
+        }
     }
 }
 
@@ -352,6 +405,9 @@ pub struct Buffers {
     audit_loaded: HashSet<String>,
     /// Highest WAL seq applied (or skipped as already committed).
     pub applied_seq: u64,
+    /// The newest committed file list known per table, kept under the same lock as the rows so
+    /// that a query sees each row exactly once while a flush commits.
+    committed_files: HashMap<TableKey, Arc<TableFiles>>,
 }
 
 impl Buffers {
@@ -514,11 +570,60 @@ impl Buffers {
         Some(chunk)
     }
 
-    /// Forgets a committed flushing chunk.
-    pub fn committed(&mut self, key: &TableKey) {
+    /// Forgets a committed flushing chunk and installs the file list that now holds its rows.
+    pub fn committed(&mut self, key: &TableKey, files: Option<Arc<TableFiles>>) {
         if let Some(t) = self.tables.get_mut(key) {
             t.flushing = None;
         }
+        if let Some(files) = files {
+            self.install_files(key, files);
+        }
+    }
+
+    /// Keeps `files` as the table's committed file list if it is newer than the one held.
+    fn install_files(&mut self, key: &TableKey, files: Arc<TableFiles>) -> Arc<TableFiles> {
+        match self.committed_files.get(key) {
+            Some(held) if held.version >= files.version => Arc::clone(held),
+            _ => {
+                self.committed_files.insert(key.clone(), Arc::clone(&files));
+                files
+            }
+        }
+    }
+
+    /// The committed file list held for a table, if any.
+    pub fn committed_files(&self, key: &TableKey) -> Option<Arc<TableFiles>> {
+        self.committed_files.get(key).cloned()
+    }
+
+    /// What a query reads of a table: the newest committed file list (`loaded` if it is newer
+    /// than the one held) and every buffered chunk whose rows that list does not hold.
+    pub fn query_snapshot(
+        &mut self,
+        key: &TableKey,
+        loaded: Option<Arc<TableFiles>>,
+    ) -> TableSnapshot {
+        let files = match loaded {
+            Some(f) => self.install_files(key, f),
+            None => self.committed_files(key).unwrap_or_default(),
+        };
+        let committed = files.committed_seq.unwrap_or(-1);
+        let mut buffered: Vec<Arc<dyn BufferedRows>> = Vec::new();
+        if let Some(t) = self.tables.get(key) {
+            if let Some(f) = &t.flushing
+                && f.last_seq as i64 > committed
+            {
+                buffered.push(Arc::new(FrozenRows(Arc::clone(f))));
+            }
+            let p = &t.pending;
+            if p.rows > 0 && p.last_seq as i64 > committed {
+                match &p.data {
+                    ChunkData::Metrics(m) => buffered.push(Arc::new(m.query_copy())),
+                    ChunkData::Batches(b) => buffered.push(Arc::new(BufferedBatches(b.clone()))),
+                }
+            }
+        }
+        TableSnapshot { files, buffered }
     }
 }
 

@@ -13,6 +13,7 @@ use object_store::{ObjectStoreExt as _, PutPayload};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use watchtrail_query::deltalake::DeltaTable;
+use watchtrail_query::engine::TableFiles;
 use watchtrail_query::store::{self, Storage};
 
 use super::buffer::{BufferHandle, Chunk, TableKey};
@@ -192,6 +193,16 @@ impl Flusher {
         Ok(self.tables.get_mut(key).expect("inserted above"))
     }
 
+    /// The file list of the table as just committed, holding every row up to WAL seq `seq`.
+    async fn committed_files(&mut self, key: &TableKey, seq: i64) -> Result<Arc<TableFiles>> {
+        let storage = self.storage.clone();
+        let table = self.table(key).await?;
+        let mut files =
+            TableFiles::from_table(&storage, &key.tenant, key.kind, table, None).await?;
+        files.committed_seq = Some(seq);
+        Ok(Arc::new(files))
+    }
+
     async fn flush_table(&mut self, key: &TableKey) -> Result<()> {
         let chunk: Arc<Chunk> = {
             let mut b = lock(&self.buffers.inner);
@@ -212,12 +223,13 @@ impl Flusher {
             .update_incremental(None)
             .await
             .map_err(watchtrail_query::Error::from)?;
-        if store::transaction_version(table, &app_id)
+        if let Some(v) = store::transaction_version(table, &app_id)
             .await?
-            .is_some_and(|v| v >= last_seq)
+            .filter(|v| *v >= last_seq)
         {
             info!(tenant = %key.tenant, table = %key.kind, last_seq, "flush was already committed");
-            lock(&self.buffers.inner).committed(key);
+            let files = self.committed_files(key, v).await?;
+            lock(&self.buffers.inner).committed(key, Some(files));
             return Ok(());
         }
         let kind = key.kind;
@@ -249,7 +261,8 @@ impl Flusher {
         );
         let table = self.table(key).await?;
         let version = store::commit_files(table, vec![add], Some((app_id, last_seq))).await?;
-        lock(&self.buffers.inner).committed(key);
+        let files = self.committed_files(key, last_seq).await?;
+        lock(&self.buffers.inner).committed(key, Some(files));
         self.metrics.files_committed.inc();
         self.metrics.bytes_committed.add(size as u64);
         self.metrics.rows_committed.add(stats.num_records as u64);

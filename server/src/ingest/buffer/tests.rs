@@ -141,12 +141,60 @@ fn min_uncommitted_seq_tracks_pending_and_flushing_chunks() {
         1,
         "the flushing chunk still holds seq 1"
     );
-    b.committed(&key);
+    b.committed(&key, None);
     assert_eq!(b.min_uncommitted_seq(), 3);
     let frozen = b.freeze(&key).expect("frozen");
     assert_eq!(frozen.first_seq, Some(3));
-    b.committed(&key);
+    b.committed(&key, None);
     assert_eq!(b.min_uncommitted_seq(), 4);
+}
+
+fn buffered_rows(s: &TableSnapshot) -> usize {
+    s.buffered
+        .iter()
+        .flat_map(|r| r.batches(TimeRange::ALL).expect("batches"))
+        .map(|b| b.num_rows())
+        .sum()
+}
+
+#[test]
+fn query_snapshots_read_each_row_once_across_a_commit() {
+    let mut b = Buffers::default();
+    let key = TableKey {
+        tenant: "t".into(),
+        kind: TableKind::Metrics,
+    };
+    b.apply(metrics_record(1, vec![series("A", "h", &[1])]), None);
+    b.apply(metrics_record(2, vec![series("A", "h", &[2])]), None);
+    b.freeze(&key).expect("frozen");
+    b.apply(metrics_record(3, vec![series("A", "h", &[3])]), None);
+    let s = b.query_snapshot(&key, None);
+    assert_eq!((s.files.files.len(), buffered_rows(&s)), (0, 3));
+
+    // A query that loads the table after the commit landed, before the flusher let go of
+    // its chunk, must not read the chunk again.
+    let after = Arc::new(TableFiles {
+        version: Some(1),
+        files: vec![],
+        committed_seq: Some(2),
+    });
+    let s = b.query_snapshot(&key, Some(Arc::clone(&after)));
+    assert_eq!(s.files.version, Some(1));
+    assert_eq!(buffered_rows(&s), 1, "only the pending row");
+
+    b.committed(&key, Some(after));
+    let s = b.query_snapshot(&key, None);
+    assert_eq!(buffered_rows(&s), 1);
+
+    // An older file list (a slow load) never replaces a newer one.
+    let before = Arc::new(TableFiles {
+        version: Some(0),
+        files: vec![],
+        committed_seq: None,
+    });
+    let s = b.query_snapshot(&key, Some(before));
+    assert_eq!(s.files.version, Some(1));
+    assert_eq!(buffered_rows(&s), 1);
 }
 
 #[test]

@@ -1,0 +1,228 @@
+//! Functions that Athena users write in CloudTrail queries, so those queries run unchanged:
+//! `json_extract_scalar(json, '$.path')`, `json_extract(json, '$.path')` and
+//! `from_iso8601_timestamp(text)`. The `json_get*` family comes from `datafusion-functions-json`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray as _, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::datatypes::DataType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use serde_json::Value;
+
+use crate::tables::{UTC, timestamp_type};
+
+/// The Athena compatibility functions.
+pub(crate) fn athena_functions() -> Vec<ScalarUDF> {
+    vec![
+        create_udf(
+            "json_extract_scalar",
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(|args| json_extract(args, true)),
+        ),
+        create_udf(
+            "json_extract",
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(|args| json_extract(args, false)),
+        ),
+        create_udf(
+            "from_iso8601_timestamp",
+            vec![DataType::Utf8],
+            timestamp_type(),
+            Volatility::Immutable,
+            Arc::new(from_iso8601),
+        ),
+    ]
+}
+
+/// One step of a JSONPath such as `$.a.b[0]` or `$["a b"]`.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Parses the subset of JSONPath that Presto's `json_extract` accepts.
+fn parse_path(path: &str) -> Result<Vec<Step>> {
+    let bad = |why: &str| DataFusionError::Execution(format!("invalid JSON path `{path}`: {why}"));
+    let rest = path
+        .strip_prefix('$')
+        .ok_or_else(|| bad("must start with `$`"))?;
+    let mut steps = Vec::new();
+    let mut chars = rest.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        match c {
+            '.' => {
+                let mut key = String::new();
+                while let Some(&(_, c)) = chars.peek() {
+                    if c == '.' || c == '[' {
+                        break;
+                    }
+                    key.push(c);
+                    chars.next();
+                }
+                if key.is_empty() {
+                    return Err(bad("empty key after `.`"));
+                }
+                steps.push(Step::Key(key));
+            }
+            '[' => {
+                let mut inner = String::new();
+                let mut closed = false;
+                for (_, c) in chars.by_ref() {
+                    if c == ']' {
+                        closed = true;
+                        break;
+                    }
+                    inner.push(c);
+                }
+                if !closed {
+                    return Err(bad("missing `]`"));
+                }
+                let inner = inner.trim();
+                if let Some(q) = inner
+                    .strip_prefix('"')
+                    .and_then(|s| s.strip_suffix('"'))
+                    .or_else(|| inner.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+                {
+                    steps.push(Step::Key(q.to_string()));
+                } else {
+                    let i = inner
+                        .parse::<usize>()
+                        .map_err(|_| bad("expected an index or a quoted key inside `[]`"))?;
+                    steps.push(Step::Index(i));
+                }
+            }
+            _ => return Err(bad("expected `.` or `[`")),
+        }
+    }
+    Ok(steps)
+}
+
+fn walk<'a>(mut v: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+    for s in steps {
+        v = match s {
+            Step::Key(k) => v.get(k.as_str())?,
+            Step::Index(i) => v.get(*i)?,
+        };
+    }
+    Some(v)
+}
+
+fn json_extract(args: &[ColumnarValue], scalar: bool) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let [json, path] = arrays.as_slice() else {
+        return Err(DataFusionError::Plan(
+            "json_extract takes two arguments: (json, path)".into(),
+        ));
+    };
+    let json = json.as_string::<i32>();
+    let paths = path.as_string::<i32>();
+    let mut out = StringBuilder::with_capacity(json.len(), json.len() * 8);
+    // Paths are almost always one constant: parse it once.
+    let mut cached: Option<(String, Vec<Step>)> = None;
+    for i in 0..json.len() {
+        if json.is_null(i) || paths.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let p = paths.value(i);
+        if cached.as_ref().is_none_or(|(c, _)| c != p) {
+            cached = Some((p.to_string(), parse_path(p)?));
+        }
+        let steps = cached
+            .as_ref()
+            .map(|(_, s)| s.as_slice())
+            .unwrap_or_default();
+        let Ok(doc) = serde_json::from_str::<Value>(json.value(i)) else {
+            out.append_null();
+            continue;
+        };
+        match walk(&doc, steps) {
+            None | Some(Value::Null) => out.append_null(),
+            Some(Value::String(s)) if scalar => out.append_value(s),
+            Some(Value::Bool(_) | Value::Number(_) | Value::String(_)) if scalar => {
+                out.append_value(walk(&doc, steps).map(Value::to_string).unwrap_or_default())
+            }
+            // Presto's json_extract_scalar gives null for arrays and objects.
+            Some(_) if scalar => out.append_null(),
+            Some(v) => out.append_value(v.to_string()),
+        }
+    }
+    Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+}
+
+fn from_iso8601(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let [text] = arrays.as_slice() else {
+        return Err(DataFusionError::Plan(
+            "from_iso8601_timestamp takes one argument".into(),
+        ));
+    };
+    let text = text.as_string::<i32>();
+    let mut out = TimestampMicrosecondBuilder::with_capacity(text.len()).with_timezone(UTC);
+    for v in text.iter() {
+        match v {
+            None => out.append_null(),
+            Some(s) => {
+                let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "from_iso8601_timestamp: `{s}` is not an ISO 8601 timestamp: {e}"
+                    ))
+                })?;
+                out.append_value(t.timestamp_micros());
+            }
+        }
+    }
+    Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+
+    fn extract(json: &str, path: &str, scalar: bool) -> Option<String> {
+        let args = [
+            ColumnarValue::Array(Arc::new(StringArray::from(vec![json]))),
+            ColumnarValue::Array(Arc::new(StringArray::from(vec![path]))),
+        ];
+        let ColumnarValue::Array(a) = json_extract(&args, scalar).ok()? else {
+            return None;
+        };
+        let a = a.as_string::<i32>();
+        (!a.is_null(0)).then(|| a.value(0).to_string())
+    }
+
+    #[test]
+    fn paths_reach_keys_and_indexes() {
+        let doc = r#"{"bucketName":"b","a":{"list":[1,{"x":"y"}],"n":3,"t":true},"odd key":"z"}"#;
+        assert_eq!(extract(doc, "$.bucketName", true).as_deref(), Some("b"));
+        assert_eq!(extract(doc, "$.a.list[1].x", true).as_deref(), Some("y"));
+        assert_eq!(extract(doc, "$.a.n", true).as_deref(), Some("3"));
+        assert_eq!(extract(doc, "$.a.t", true).as_deref(), Some("true"));
+        assert_eq!(extract(doc, "$[\"odd key\"]", true).as_deref(), Some("z"));
+        assert_eq!(extract(doc, "$.a.list", true), None);
+        assert_eq!(
+            extract(doc, "$.a.list", false).as_deref(),
+            Some(r#"[1,{"x":"y"}]"#)
+        );
+        assert_eq!(extract(doc, "$.missing", true), None);
+        assert_eq!(extract("not json", "$.a", true), None);
+    }
+
+    #[test]
+    fn bad_paths_are_errors() {
+        assert!(parse_path("a.b").is_err());
+        assert!(parse_path("$.").is_err());
+        assert!(parse_path("$[1").is_err());
+        assert_eq!(
+            parse_path("$.a[2]").ok(),
+            Some(vec![Step::Key("a".into()), Step::Index(2)])
+        );
+    }
+}

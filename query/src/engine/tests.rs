@@ -1,0 +1,385 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    ArrayRef, AsArray as _, Float64Builder, Int32Builder, MapBuilder, MapFieldNames, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::Float64Type;
+use object_store::memory::InMemory;
+
+use super::*;
+use crate::tables::UTC;
+
+/// One metrics row: namespace, name, dimensions, time (µs), value or [count, sum, min, max].
+type Row<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    i64,
+    Result<f64, [f64; 4]>,
+);
+
+fn metrics_batch(rows: &[Row<'_>]) -> RecordBatch {
+    let mut ns = StringBuilder::new();
+    let mut name = StringBuilder::new();
+    let mut dims = MapBuilder::new(
+        Some(MapFieldNames {
+            entry: "key_value".into(),
+            key: "key".into(),
+            value: "value".into(),
+        }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut time = TimestampMicrosecondBuilder::new().with_timezone(UTC);
+    let mut value = Float64Builder::new();
+    let mut unit = StringBuilder::new();
+    let [mut count, mut sum, mut min, mut max] = std::array::from_fn(|_| Float64Builder::new());
+    let mut res = Int32Builder::new();
+    for (n, m, d, t, v) in rows {
+        ns.append_value(n);
+        name.append_value(m);
+        for (k, val) in *d {
+            dims.keys().append_value(k);
+            dims.values().append_value(val);
+        }
+        dims.append(true).unwrap();
+        time.append_value(*t);
+        unit.append_value("None");
+        res.append_value(60);
+        match v {
+            Ok(x) => {
+                value.append_value(*x);
+                for b in [&mut count, &mut sum, &mut min, &mut max] {
+                    b.append_null();
+                }
+            }
+            Err(s) => {
+                value.append_null();
+                for (b, x) in [&mut count, &mut sum, &mut min, &mut max]
+                    .into_iter()
+                    .zip(s)
+                {
+                    b.append_value(*x);
+                }
+            }
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(ns.finish()),
+        Arc::new(name.finish()),
+        Arc::new(dims.finish()),
+        Arc::new(time.finish()),
+        Arc::new(value.finish()),
+        Arc::new(unit.finish()),
+        Arc::new(count.finish()),
+        Arc::new(sum.finish()),
+        Arc::new(min.finish()),
+        Arc::new(max.finish()),
+        Arc::new(res.finish()),
+    ];
+    RecordBatch::try_new(TableKind::Metrics.schema(), columns).unwrap()
+}
+
+const HOUR: i64 = 3_600_000_000;
+const T0: i64 = 1_700_000_000_000_000;
+
+async fn storage_with_hours(hours: i64) -> Storage {
+    let storage = Storage::in_memory(Arc::new(InMemory::new()));
+    for h in 0..hours {
+        let rows: Vec<Row<'_>> = (0..10)
+            .map(|i| {
+                (
+                    "App",
+                    "Latency",
+                    &[("Host", "a")][..],
+                    T0 + h * HOUR + i * 60_000_000,
+                    Ok(i as f64),
+                )
+            })
+            .collect();
+        storage
+            .append_batch("t1", TableKind::Metrics, &metrics_batch(&rows))
+            .await
+            .unwrap();
+    }
+    storage
+}
+
+fn engine(storage: &Storage) -> Engine {
+    Engine::for_store(storage, EngineConfig::default())
+}
+
+fn f64_at(r: &QueryResult, col: usize, row: usize) -> f64 {
+    r.batches[0]
+        .column(col)
+        .as_primitive::<Float64Type>()
+        .value(row)
+}
+
+#[tokio::test]
+async fn time_ranges_prune_files_from_table_statistics() {
+    let storage = storage_with_hours(4).await;
+    let e = engine(&storage);
+    let all = e
+        .collect("t1", "SELECT count(*) FROM metrics")
+        .await
+        .unwrap();
+    assert_eq!(all.stats.files_total, 4);
+    assert_eq!(all.stats.files_scanned, 4);
+    let one = e
+        .collect(
+            "t1",
+            "SELECT count(*) AS n FROM metrics WHERE time >= to_timestamp_micros(1700003600000000) \
+             AND time < to_timestamp_micros(1700007200000000)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.stats.files_scanned, 1, "{:?}", one.stats);
+    assert_eq!(
+        one.batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        10
+    );
+    assert!(one.stats.bytes_scanned > 0);
+    let two = e
+        .collect(
+            "t1",
+            "SELECT count(*) FROM metrics WHERE time BETWEEN '2023-11-14T23:13:20Z' AND '2023-11-15T00:13:20Z'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(two.stats.files_scanned, 2, "{:?}", two.stats);
+    let none = e
+        .collect("t1", "SELECT count(*) FROM metrics WHERE time > now()")
+        .await
+        .unwrap();
+    assert_eq!(none.stats.files_scanned, 0);
+}
+
+#[tokio::test]
+async fn statistic_sets_and_raw_points_give_cloudwatch_statistics() {
+    let storage = Storage::in_memory(Arc::new(InMemory::new()));
+    // The reference's vector 2, 4, 5: two raw points and the third as a statistic set.
+    let rows: Vec<Row<'_>> = vec![
+        ("App", "M", &[("InstanceId", "i-1")], T0, Ok(2.0)),
+        ("App", "M", &[("InstanceId", "i-1")], T0 + 1, Ok(4.0)),
+        (
+            "App",
+            "M",
+            &[("InstanceId", "i-1")],
+            T0 + 2,
+            Err([1.0, 5.0, 5.0, 5.0]),
+        ),
+        ("App", "M", &[("InstanceId", "i-2")], T0, Ok(100.0)),
+    ];
+    storage
+        .append_batch("t1", TableKind::Metrics, &metrics_batch(&rows))
+        .await
+        .unwrap();
+    let r = engine(&storage)
+        .collect(
+            "t1",
+            "SELECT sum(coalesce(sample_count, 1)) AS samplecount, sum(coalesce(sum, value)) AS sum, \
+             sum(coalesce(sum, value)) / sum(coalesce(sample_count, 1)) AS average, \
+             min(coalesce(min, value)) AS minimum, max(coalesce(max, value)) AS maximum \
+             FROM metrics WHERE dimensions['InstanceId'] = 'i-1'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(f64_at(&r, 0, 0), 3.0);
+    assert_eq!(f64_at(&r, 1, 0), 11.0);
+    assert_eq!(f64_at(&r, 2, 0), 3.6666666666666665);
+    assert_eq!(f64_at(&r, 3, 0), 2.0);
+    assert_eq!(f64_at(&r, 4, 0), 5.0);
+}
+
+#[tokio::test]
+async fn date_bin_and_percentiles_work_on_metrics() {
+    let storage = storage_with_hours(2).await;
+    let r = engine(&storage)
+        .collect(
+            "t1",
+            "SELECT date_bin(interval '1 hour', time, timestamp '2000-01-01T00:00:00Z') AS hour, \
+             approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS p50, count(*) AS n \
+             FROM metrics GROUP BY 1 ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    // Each file holds 10 points a minute apart within one clock hour.
+    assert_eq!(r.num_rows(), 2);
+    let n = r.batches[0]
+        .column(2)
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    assert_eq!((n.value(0), n.value(1)), (10, 10));
+    assert_eq!(f64_at(&r, 1, 0), 4.5);
+}
+
+#[tokio::test]
+async fn writes_and_foreign_reads_are_refused() {
+    let storage = storage_with_hours(1).await;
+    let e = engine(&storage);
+    for sql in [
+        "INSERT INTO metrics SELECT * FROM metrics",
+        "DELETE FROM metrics",
+        "CREATE TABLE x AS SELECT 1",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY metrics TO '/tmp/out.parquet'",
+        "DROP TABLE metrics",
+        "SET datafusion.execution.batch_size = 1",
+        "EXPLAIN INSERT INTO metrics SELECT * FROM metrics",
+        "CREATE VIEW v AS SELECT 1",
+    ] {
+        match e.collect("t1", sql).await {
+            Err(Error::ReadOnly(msg)) => assert!(msg.contains("read-only"), "{sql}: {msg}"),
+            other => panic!("{sql}: expected a read-only refusal, got {other:?}"),
+        }
+    }
+    for sql in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM 'file:///etc/passwd'",
+        "SELECT 1; SELECT 2",
+        "SELEC 1",
+    ] {
+        match e.collect("t1", sql).await {
+            Err(err) => assert_eq!(
+                err.class(),
+                crate::error::ErrorClass::BadRequest,
+                "{sql}: {err}"
+            ),
+            Ok(r) => panic!("{sql}: expected an error, got {} rows", r.num_rows()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_and_time_limits_stop_queries_cleanly() {
+    let storage = storage_with_hours(1).await;
+    let small = Engine::for_store(
+        &storage,
+        EngineConfig {
+            memory_limit: 2 << 20,
+            timeout: Duration::from_secs(30),
+            target_partitions: 2,
+        },
+    );
+    let err = small
+        .collect(
+            "t1",
+            "SELECT count(*) FROM range(1, 2000000) a JOIN range(1, 2000000) b ON a.value = b.value",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::MemoryLimit(_)), "{err}");
+    let quick = Engine::for_store(
+        &storage,
+        EngineConfig {
+            memory_limit: 1 << 30,
+            timeout: Duration::from_millis(500),
+            target_partitions: 2,
+        },
+    );
+    let started = std::time::Instant::now();
+    let err = quick
+        .collect(
+            "t1",
+            "SELECT count(*) FROM range(1, 20000) a CROSS JOIN range(1, 20000) b CROSS JOIN range(1, 1000) c",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The engine keeps answering.
+    let r = quick
+        .collect("t1", "SELECT count(*) FROM metrics")
+        .await
+        .unwrap();
+    assert_eq!(r.num_rows(), 1);
+}
+
+#[derive(Debug)]
+struct WithBuffer {
+    inner: StoreSource,
+    extra: RecordBatch,
+}
+
+#[async_trait::async_trait]
+impl SnapshotSource for WithBuffer {
+    async fn snapshot(&self, tenant: &str, kind: TableKind) -> Result<TableSnapshot> {
+        let mut s = self.inner.snapshot(tenant, kind).await?;
+        if kind == TableKind::Metrics {
+            s.buffered
+                .push(Arc::new(BufferedBatches(vec![self.extra.clone()])));
+        }
+        Ok(s)
+    }
+}
+
+#[tokio::test]
+async fn buffered_rows_are_read_with_committed_files() {
+    let storage = storage_with_hours(2).await;
+    let extra = metrics_batch(&[("App", "Latency", &[("Host", "b")], T0, Ok(7.0))]);
+    let source = Arc::new(WithBuffer {
+        inner: StoreSource::new(storage.clone()),
+        extra,
+    });
+    let e = Engine::new(&storage, source, EngineConfig::default());
+    let r = e
+        .collect(
+            "t1",
+            "SELECT count(*), sum(value) FILTER (WHERE dimensions['Host'] = 'b') FROM metrics",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        21
+    );
+    assert_eq!(f64_at(&r, 1, 0), 7.0);
+    assert_eq!(r.stats.buffered_rows_scanned, 1);
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_tables() {
+    let storage = storage_with_hours(1).await;
+    let e = engine(&storage);
+    let r = e
+        .collect("t2", "SELECT count(*) FROM metrics")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        0
+    );
+    let tables = e
+        .collect("t2", "SELECT table_catalog, table_schema, table_name FROM information_schema.tables WHERE table_schema <> 'information_schema'")
+        .await
+        .unwrap();
+    let names: Vec<String> = tables
+        .batches
+        .iter()
+        .flat_map(|b| {
+            b.column(2)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(
+        e.collect("t2", "SELECT * FROM watchtrail.t1.metrics")
+            .await
+            .is_err()
+    );
+}
