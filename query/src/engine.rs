@@ -298,7 +298,7 @@ impl Engine {
             .with_memory_limit(self.config.memory_limit, 1.0)
             .with_object_store_registry(registry)
             .build_arc()?;
-        let config = SessionConfig::new()
+        let config = session_config()?
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_default_catalog_and_schema("watchtrail", tenant);
@@ -407,6 +407,25 @@ fn read_only_or_sql(e: DataFusionError) -> Error {
     } else {
         Error::from_datafusion(e)
     }
+}
+
+/// DataFusion's settings for a query: its defaults, then Watchtrail's (filters evaluated inside
+/// the Parquet decoder, so the columns a selective filter rejects are never decoded), then any
+/// `DATAFUSION_*` environment variable an operator set (for example
+/// `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS=false`), which wins.
+///
+/// # Errors
+/// A `DATAFUSION_*` variable with a value its option does not take.
+fn session_config() -> Result<SessionConfig> {
+    let mut config = SessionConfig::from_env().map_err(Error::from_datafusion)?;
+    let parquet = &mut config.options_mut().execution.parquet;
+    if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS").is_none() {
+        parquet.pushdown_filters = true;
+    }
+    if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_REORDER_FILTERS").is_none() {
+        parquet.reorder_filters = true;
+    }
+    Ok(config)
 }
 
 /// Refuses everything but queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN` of a query, `SHOW

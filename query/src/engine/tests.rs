@@ -383,3 +383,11 @@ async fn tenants_see_only_their_own_tables() {
             .is_err()
     );
 }
+
+#[test]
+fn filters_are_evaluated_inside_the_parquet_decoder_by_default() {
+    let config = super::session_config().expect("session config");
+    let parquet = &config.options().execution.parquet;
+    assert!(parquet.pushdown_filters);
+    assert!(parquet.reorder_filters);
+}

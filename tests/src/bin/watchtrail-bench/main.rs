@@ -252,6 +252,8 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         );
     }
     let addr_file = dir.join("addr");
+    // A server started before in the same directory left its (now stale) addresses here.
+    let _ = std::fs::remove_file(&addr_file);
     let store = dir.join("store");
     let child = Command::new(bin)
         .arg("--store")
@@ -560,12 +562,17 @@ async fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|_| format!("{home}/.cache/watchtrail-venv/bin/python")),
                 ),
                 concurrency,
+                keep: args
+                    .iter()
+                    .position(|a| a == "--keep")
+                    .and_then(|i| args.get(i + 1))
+                    .map(PathBuf::from),
             })
             .await
         }
         _ => bail!(
             "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
-             | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY] [--concurrency N]"
+             | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] [--concurrency N]"
         ),
     }
 }

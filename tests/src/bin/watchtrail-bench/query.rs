@@ -37,6 +37,8 @@ pub(crate) struct Options {
     pub(crate) runs: usize,
     pub(crate) python: String,
     pub(crate) concurrency: usize,
+    /// Keep the server's data here (for profiling afterwards) instead of a temporary directory.
+    pub(crate) keep: Option<std::path::PathBuf>,
 }
 
 /// One query instance, as the same SQL text for both engines.
@@ -315,11 +317,11 @@ struct Timing {
     stats: Option<QueryStats>,
 }
 
-async fn run_watchtrail(grpc: &str, sql: &str) -> anyhow::Result<(f64, usize, QueryStats)> {
-    let ch = Channel::from_shared(grpc.to_string())?.connect().await?;
-    let mut client = QueryServiceClient::new(ch)
-        .max_decoding_message_size(256 << 20)
-        .accept_compressed(CompressionEncoding::Zstd);
+/// Runs one query over an open connection: the time from request to the last decoded batch.
+async fn run_watchtrail(
+    client: &mut QueryServiceClient<Channel>,
+    sql: &str,
+) -> anyhow::Result<(f64, usize, QueryStats)> {
     let started = Instant::now();
     let mut req = tonic::Request::new(QueryRequest {
         sql: sql.to_string(),
@@ -346,12 +348,16 @@ async fn run_watchtrail(grpc: &str, sql: &str) -> anyhow::Result<(f64, usize, Qu
 }
 
 async fn time_watchtrail(grpc: &str, cases: &[Case], runs: usize) -> anyhow::Result<Vec<Timing>> {
+    let ch = Channel::from_shared(grpc.to_string())?.connect().await?;
+    let mut client = QueryServiceClient::new(ch)
+        .max_decoding_message_size(256 << 20)
+        .accept_compressed(CompressionEncoding::Zstd);
     let mut out = Vec::new();
     for case in cases {
-        let (_, rows, stats) = run_watchtrail(grpc, &case.sql).await?;
+        let (_, rows, stats) = run_watchtrail(&mut client, &case.sql).await?;
         let mut ms = Vec::new();
         for _ in 0..runs {
-            ms.push(run_watchtrail(grpc, &case.sql).await?.0);
+            ms.push(run_watchtrail(&mut client, &case.sql).await?.0);
         }
         out.push(Timing {
             ms,
@@ -465,13 +471,20 @@ fn report(cases: &[Case], ours: &[Timing], duck: &[Timing]) -> anyhow::Result<()
 }
 
 pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir = match &o.keep {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.as_path()
+        }
+        None => temp.path(),
+    };
     let end = now_ms() / HOUR_MS * HOUR_MS;
     let start = end - o.hours as i64 * HOUR_MS;
 
     eprintln!("generating TSBS cpu-only data: {} hosts, {} h at 10 s", o.hosts, o.hours);
     let (requests, _, points) = tsbs(o.hosts, o.hours, end, false);
-    let server = start_server(dir.path(), &[])?;
+    let server = start_server(dir, &[])?;
     let c = client(&server.grpc).await?;
     let started = Instant::now();
     let mut results = futures::stream::iter(requests.into_iter().map(|r| {
@@ -491,7 +504,11 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
         bail!("acked {acked} of {points}");
     }
     let started = Instant::now();
-    let audit_acked = ingest_audit(&server.grpc, o.audit_events, start, end, o.concurrency).await?;
+    let audit_acked = if o.audit_events == 0 {
+        0
+    } else {
+        ingest_audit(&server.grpc, o.audit_events, start, end, o.concurrency).await?
+    };
     eprintln!(
         "ingested {audit_acked} audit events in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -503,16 +520,19 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
     stop_server(server)?;
 
     // A fresh server: nothing buffered, every row read from the committed files.
-    let server = start_server(dir.path(), &[])?;
+    let server = start_server(dir, &[])?;
     std::thread::sleep(Duration::from_millis(500));
     let tables: BTreeMap<&str, String> = ["metrics", "audit"]
         .into_iter()
+        .filter(|t| *t == "metrics" || o.audit_events > 0)
         .map(|t| (t, store.join(TENANT).join(t).display().to_string()))
         .collect();
 
     let mut cases = tsbs_cases(start, end, o.hosts, o.instances);
     let tsbs_n = cases.len();
-    cases.extend(audit_cases(start, end, o.instances));
+    if o.audit_events > 0 {
+        cases.extend(audit_cases(start, end, o.instances));
+    }
     eprintln!("running {} queries × {} runs in Watchtrail", cases.len(), o.runs);
     let ours = time_watchtrail(&server.grpc, &cases, o.runs).await?;
     stop_server(server)?;
@@ -529,6 +549,8 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
         o.runs
     );
     report(&cases[..tsbs_n], &ours[..tsbs_n], &duck[..tsbs_n])?;
-    report(&cases[tsbs_n..], &ours[tsbs_n..], &duck[tsbs_n..])?;
+    if o.audit_events > 0 {
+        report(&cases[tsbs_n..], &ours[tsbs_n..], &duck[tsbs_n..])?;
+    }
     Ok(())
 }
