@@ -247,6 +247,10 @@ impl Wal {
             || segments.closed.last().map_or(1, |s| s.last_seq + 1),
             |r| r.seq + 1,
         );
+        // A segment that starts at `next_seq` holds no records (a server stopped before writing
+        // to it): it is the file the writer appends to next, so it must not be listed as closed,
+        // or truncation would delete the file being written and its records with it.
+        segments.closed.retain(|s| s.first_seq != next_seq);
         info!(
             dir = %config.dir.display(),
             records = records.len(),
@@ -553,7 +557,9 @@ impl Writer {
         self.file = file;
         let mut segs = lock(&self.segments);
         segs.open_bytes = 0;
-        if old.bytes > 0 {
+        if old.path == self.segment.path {
+            // The same empty file again (a failed append rewound `next_seq`): keep writing to it.
+        } else if old.bytes > 0 {
             segs.closed.push(old);
         } else {
             drop(segs);

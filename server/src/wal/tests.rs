@@ -188,3 +188,29 @@ async fn truncation_deletes_committed_segments_but_remembers_their_ids() {
     assert!(!resp.duplicate);
     assert_eq!(resp.accepted, 3);
 }
+
+#[tokio::test]
+async fn an_empty_last_segment_is_written_to_and_never_truncated_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    {
+        let (wal, _, _) = open(cfg.clone());
+        wal.append(record("a"), None).await.expect("append");
+    }
+    // Stopped before writing to the fresh segment it opened: that segment is empty.
+    drop(open(cfg.clone()));
+    {
+        // Reopened: the empty segment starts at the next seq and is the one written to now.
+        let (wal, replay, _) = open(cfg.clone());
+        assert_eq!(replay.records.len(), 1);
+        wal.append(record("b"), None).await.expect("append");
+        // Everything before "b" is committed: the segment holding "a" may go, b's may not.
+        wal.truncate_below(2).expect("truncate");
+    }
+    let (_, replay, _) = open(cfg);
+    assert_eq!(
+        replay.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2],
+        "the acknowledged record written after the restart is still in the log"
+    );
+}
