@@ -120,10 +120,8 @@ impl TableProvider for WatchtrailTable {
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
             // The session's Parquet settings (filter pushdown, page index, ...) apply here too.
-            let mut options = state.default_table_options().parquet;
-            options.global = state.config_options().execution.parquet.clone();
-            let mut source =
-                ParquetSource::new(Arc::clone(&schema)).with_table_parquet_options(options);
+            let mut source = ParquetSource::new(Arc::clone(&schema))
+                .with_table_parquet_options(state.default_table_options().parquet);
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);

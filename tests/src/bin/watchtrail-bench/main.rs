@@ -562,10 +562,8 @@ async fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|_| format!("{home}/.cache/watchtrail-venv/bin/python")),
                 ),
                 concurrency,
-                keep: args
-                    .iter()
-                    .position(|a| a == "--keep")
-                    .and_then(|i| args.get(i + 1))
+                keep: Some(flag("--keep", ""))
+                    .filter(|d| !d.is_empty())
                     .map(PathBuf::from),
             })
             .await

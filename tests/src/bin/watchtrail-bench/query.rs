@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use watchtrail_proto::tonic;
-use watchtrail_query::deltalake::arrow;
 use watchtrail_proto::tonic::codec::CompressionEncoding;
 use watchtrail_proto::tonic::transport::Channel;
 use watchtrail_proto::v1::query_response::Payload;
 use watchtrail_proto::v1::query_service_client::QueryServiceClient;
 use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest, QueryRequest, QueryStats};
+use watchtrail_query::deltalake::arrow;
 
 use super::{FIELDS, Rng, TICK_MS, client, now_ms, start_server, stop_server, tsbs};
 
@@ -267,7 +267,8 @@ fn audit_cases(start: i64, end: i64, instances: usize) -> Vec<Case> {
                 ts(hour_start + HOUR_MS)
             ),
         });
-        let day_start = start + (rng.below(((end - start) / HOUR_MS - 24).max(1) as u64) as i64) * HOUR_MS;
+        let day_start =
+            start + (rng.below(((end - start) / HOUR_MS - 24).max(1) as u64) as i64) * HOUR_MS;
         cases.push(Case {
             shape: "audit: calls per API over a day",
             sql: format!(
@@ -282,7 +283,13 @@ fn audit_cases(start: i64, end: i64, instances: usize) -> Vec<Case> {
     cases
 }
 
-async fn ingest_audit(grpc: &str, events: u64, start: i64, end: i64, concurrency: usize) -> anyhow::Result<u64> {
+async fn ingest_audit(
+    grpc: &str,
+    events: u64,
+    start: i64,
+    end: i64,
+    concurrency: usize,
+) -> anyhow::Result<u64> {
     let c = client(grpc).await?;
     let per_request = 100u64;
     let requests = events.div_ceil(per_request);
@@ -301,7 +308,11 @@ async fn ingest_audit(grpc: &str, events: u64, start: i64, end: i64, concurrency
     });
     let mut results = futures::stream::iter(gen_requests.map(|req| {
         let mut c = c.clone();
-        async move { c.put_audit_events(req).await.map(|r| r.into_inner().accepted) }
+        async move {
+            c.put_audit_events(req)
+                .await
+                .map(|r| r.into_inner().accepted)
+        }
     }))
     .buffer_unordered(concurrency);
     let mut acked = 0;
@@ -328,7 +339,11 @@ async fn run_watchtrail(
     });
     req.metadata_mut()
         .insert(watchtrail_proto::TENANT_HEADER, TENANT.parse()?);
-    let mut stream = client.query(req).await.with_context(|| sql.to_string())?.into_inner();
+    let mut stream = client
+        .query(req)
+        .await
+        .with_context(|| sql.to_string())?
+        .into_inner();
     let mut ipc = Vec::new();
     let mut stats = None;
     while let Some(m) = stream.message().await.with_context(|| sql.to_string())? {
@@ -394,7 +409,10 @@ fn time_duckdb(
         .write_all(spec.to_string().as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("DuckDB run failed ({}); is duckdb installed for {python}?", out.status);
+        bail!(
+            "DuckDB run failed ({}); is duckdb installed for {python}?",
+            out.status
+        );
     }
     let answers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
     answers
@@ -420,7 +438,11 @@ fn median(mut v: Vec<f64>) -> f64 {
         return f64::NAN;
     }
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Prints one Markdown row per query shape: medians of both engines and Watchtrail's statistics.
@@ -436,7 +458,9 @@ fn report(cases: &[Case], ours: &[Timing], duck: &[Timing]) -> anyhow::Result<()
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for shape in shapes {
-        let idx: Vec<usize> = (0..cases.len()).filter(|&i| cases[i].shape == shape).collect();
+        let idx: Vec<usize> = (0..cases.len())
+            .filter(|&i| cases[i].shape == shape)
+            .collect();
         for &i in &idx {
             if ours[i].rows != duck[i].rows {
                 bail!(
@@ -482,7 +506,10 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
     let end = now_ms() / HOUR_MS * HOUR_MS;
     let start = end - o.hours as i64 * HOUR_MS;
 
-    eprintln!("generating TSBS cpu-only data: {} hosts, {} h at 10 s", o.hosts, o.hours);
+    eprintln!(
+        "generating TSBS cpu-only data: {} hosts, {} h at 10 s",
+        o.hosts, o.hours
+    );
     let (requests, _, points) = tsbs(o.hosts, o.hours, end, false);
     let server = start_server(dir, &[])?;
     let c = client(&server.grpc).await?;
@@ -533,7 +560,11 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
     if o.audit_events > 0 {
         cases.extend(audit_cases(start, end, o.instances));
     }
-    eprintln!("running {} queries × {} runs in Watchtrail", cases.len(), o.runs);
+    eprintln!(
+        "running {} queries × {} runs in Watchtrail",
+        cases.len(),
+        o.runs
+    );
     let ours = time_watchtrail(&server.grpc, &cases, o.runs).await?;
     stop_server(server)?;
     eprintln!("running the same queries in DuckDB");
