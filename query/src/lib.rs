@@ -5,6 +5,7 @@
 //! - [`store`]: object storage by URL (`file://`, `s3://`, `memory://`) and Delta table commits.
 //! - [`files`]: Parquet encoding (compression, encodings, sort order).
 //! - [`error`]: the crate's error type.
+//! - [`pattern`]: CloudWatch Logs filter patterns (metric filters).
 //!
 //! # Example
 //! ```no_run
@@ -29,3 +30,4 @@ pub use error::{Error, Result};
 pub mod cli;
 pub mod engine;
 pub mod output;
+pub mod pattern;

@@ -74,10 +74,7 @@ async fn python_deltalake_reads_what_watchtrail_wrote() {
 
     let root = opts.store.trim_start_matches("file://").to_string();
     let py = Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/python/read_tables.py"
-        ))
+        .arg(watchtrail_e2e::manifest_dir().join("python/read_tables.py"))
         .args([&root, "default"])
         .output()
         .expect("run python");

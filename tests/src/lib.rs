@@ -535,9 +535,17 @@ impl Moto {
     }
 }
 
+/// The `tests` package's directory. Cargo and nextest set `CARGO_MANIFEST_DIR` when they run a
+/// test, which stays right when a build directory is shared between clones at different paths;
+/// the compile-time value is the fallback.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// Path of the committed test fixtures.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    manifest_dir().join("fixtures")
 }
 
 /// Runs SQL through the gRPC query service; the rows and the statistics.
