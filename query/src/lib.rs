@@ -27,6 +27,7 @@ pub mod units;
 pub use deltalake;
 pub use error::{Error, Result};
 
+pub mod alarm;
 pub mod cli;
 pub mod engine;
 pub mod output;

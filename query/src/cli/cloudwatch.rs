@@ -254,19 +254,6 @@ fn dimensions_json(batch: &RecordBatch, col: usize, row: usize) -> Value {
 
 const BASIC: [&str; 5] = ["SampleCount", "Average", "Sum", "Minimum", "Maximum"];
 
-/// A percentile statistic (`p99`, `p99.9`) as a fraction.
-fn percentile(s: &str) -> Option<f64> {
-    let n = s.strip_prefix('p')?;
-    let (int, frac) = n.split_once('.').unwrap_or((n, ""));
-    let ok = !int.is_empty()
-        && int.len() <= 3
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.len() <= 10
-        && frac.bytes().all(|b| b.is_ascii_digit());
-    let v: f64 = n.parse().ok()?;
-    (ok && (0.0..=100.0).contains(&v)).then_some(v / 100.0)
-}
-
 /// The SQL behind `get-metric-statistics`, after checking the flags as CloudWatch does.
 ///
 /// # Errors
@@ -304,7 +291,7 @@ pub fn statistics_sql(
     }
     let mut pcts = Vec::new();
     for s in &args.extended_statistics {
-        let f = percentile(s).with_context(|| {
+        let f = crate::alarm::parse_percentile(s).with_context(|| {
             format!("--extended-statistics: `{s}` is not a percentile such as p99 or p99.9")
         })?;
         pcts.push((s.clone(), f));
@@ -446,12 +433,12 @@ mod tests {
 
     #[test]
     fn percentiles_follow_the_grammar() {
-        assert_eq!(percentile("p99"), Some(0.99));
-        assert!(percentile("p99.9").is_some_and(|p| (p - 0.999).abs() < 1e-12));
-        assert_eq!(percentile("p100"), Some(1.0));
-        assert_eq!(percentile("p101"), None);
-        assert_eq!(percentile("99"), None);
-        assert_eq!(percentile("p9.12345678901"), None);
+        assert_eq!(crate::alarm::parse_percentile("p99"), Some(0.99));
+        assert!(crate::alarm::parse_percentile("p99.9").is_some_and(|p| (p - 0.999).abs() < 1e-12));
+        assert_eq!(crate::alarm::parse_percentile("p100"), Some(1.0));
+        assert_eq!(crate::alarm::parse_percentile("p101"), None);
+        assert_eq!(crate::alarm::parse_percentile("99"), None);
+        assert_eq!(crate::alarm::parse_percentile("p9.12345678901"), None);
     }
 
     fn args(period: i64, stats: &[&str], ext: &[&str]) -> GetMetricStatisticsArgs {

@@ -45,35 +45,7 @@ pub const MAX_FUTURE_MS: i64 = 2 * 3_600_000;
 pub const MAX_IDEMPOTENCY_ID_LEN: usize = 128;
 
 /// The 27 CloudWatch `StandardUnit` values.
-pub const UNITS: [&str; 27] = [
-    "Seconds",
-    "Microseconds",
-    "Milliseconds",
-    "Bytes",
-    "Kilobytes",
-    "Megabytes",
-    "Gigabytes",
-    "Terabytes",
-    "Bits",
-    "Kilobits",
-    "Megabits",
-    "Gigabits",
-    "Terabits",
-    "Percent",
-    "Count",
-    "Bytes/Second",
-    "Kilobytes/Second",
-    "Megabytes/Second",
-    "Gigabytes/Second",
-    "Terabytes/Second",
-    "Bits/Second",
-    "Kilobits/Second",
-    "Megabits/Second",
-    "Gigabits/Second",
-    "Terabits/Second",
-    "Count/Second",
-    "None",
-];
+pub use watchtrail_query::units::UNITS;
 
 #[cfg(test)]
 mod tests {
