@@ -45,6 +45,7 @@ pub fn sort_batch(kind: TableKind, batch: &RecordBatch) -> Result<RecordBatch> {
         TableKind::Logs => &["log_group", "log_stream", "time"],
         TableKind::Audit => &["eventsource", "eventname", "eventtime"],
         TableKind::Metrics => &["namespace", "metric_name", "time"],
+        TableKind::AlarmHistory | TableKind::WebhookDeliveries => &["alarm_name", "time"],
     };
     let columns: Vec<SortColumn> = keys
         .iter()

@@ -23,11 +23,24 @@ pub enum TableKind {
     Logs,
     /// CloudTrail-shaped audit events.
     Audit,
+    /// Alarm state changes and configuration updates, written by the alarm evaluator.
+    AlarmHistory,
+    /// Webhook delivery attempts, written by the notification outbox.
+    WebhookDeliveries,
 }
 
 impl TableKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [TableKind; 3] = [TableKind::Metrics, TableKind::Logs, TableKind::Audit];
+    pub const ALL: [TableKind; 5] = [
+        TableKind::Metrics,
+        TableKind::Logs,
+        TableKind::Audit,
+        TableKind::AlarmHistory,
+        TableKind::WebhookDeliveries,
+    ];
+
+    /// The kinds ingest writes (through the write-ahead log).
+    pub const INGESTED: [TableKind; 3] = [TableKind::Metrics, TableKind::Logs, TableKind::Audit];
 
     /// The table's name in SQL and its directory under the tenant prefix.
     pub fn name(self) -> &'static str {
@@ -35,6 +48,8 @@ impl TableKind {
             TableKind::Metrics => "metrics",
             TableKind::Logs => "logs",
             TableKind::Audit => "audit",
+            TableKind::AlarmHistory => "alarm_history",
+            TableKind::WebhookDeliveries => "webhook_deliveries",
         }
     }
 
@@ -44,13 +59,18 @@ impl TableKind {
             TableKind::Metrics => Arc::clone(&METRICS_SCHEMA),
             TableKind::Logs => Arc::clone(&LOGS_SCHEMA),
             TableKind::Audit => Arc::clone(&AUDIT_SCHEMA),
+            TableKind::AlarmHistory => Arc::clone(&ALARM_HISTORY_SCHEMA),
+            TableKind::WebhookDeliveries => Arc::clone(&WEBHOOK_DELIVERIES_SCHEMA),
         }
     }
 
     /// The column that orders rows in time (used for file statistics and pruning).
     pub fn time_column(self) -> &'static str {
         match self {
-            TableKind::Metrics | TableKind::Logs => "time",
+            TableKind::Metrics
+            | TableKind::Logs
+            | TableKind::AlarmHistory
+            | TableKind::WebhookDeliveries => "time",
             TableKind::Audit => "eventtime",
         }
     }
@@ -61,12 +81,14 @@ impl TableKind {
             TableKind::Metrics => 1,
             TableKind::Logs => 2,
             TableKind::Audit => 3,
+            TableKind::AlarmHistory => 4,
+            TableKind::WebhookDeliveries => 5,
         }
     }
 
-    /// The kind with the given [`TableKind::tag`].
+    /// The ingested kind with the given [`TableKind::tag`] (the write-ahead log holds no other).
     pub fn from_tag(tag: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.tag() == tag)
+        Self::INGESTED.into_iter().find(|k| k.tag() == tag)
     }
 }
 
@@ -231,6 +253,40 @@ static AUDIT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static ALARM_HISTORY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("alarm_name", DataType::Utf8, false),
+        // StateUpdate, ConfigurationUpdate or Action, as DescribeAlarmHistory names them.
+        Field::new("history_item_type", DataType::Utf8, false),
+        Field::new("summary", DataType::Utf8, false),
+        utf8("old_state"),
+        utf8("new_state"),
+        utf8("reason"),
+        // JSON text: StateReasonData.
+        utf8("reason_data"),
+        // JSON text: DescribeAlarmHistory's HistoryData.
+        utf8("history_data"),
+    ]))
+});
+
+static WEBHOOK_DELIVERIES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("delivery_id", DataType::Utf8, false),
+        Field::new("alarm_name", DataType::Utf8, false),
+        Field::new("destination", DataType::Utf8, false),
+        utf8("url"),
+        utf8("new_state"),
+        Field::new("attempt", DataType::Int32, false),
+        // delivered, retrying, rejected (4xx), expired (gave up) or undeliverable.
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("status_code", DataType::Int32, true),
+        utf8("error"),
+        Field::new("duration_ms", DataType::Int64, false),
+    ]))
+});
+
 /// Checks a tenant name: 1-64 of `a-z 0-9 _ -`, starting with a letter or digit.
 ///
 /// Tenant names become object-store path segments, so nothing else is allowed in them.
@@ -261,8 +317,11 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        for kind in TableKind::ALL {
+        for kind in TableKind::INGESTED {
             assert_eq!(TableKind::from_tag(kind.tag()), Some(kind));
+        }
+        assert_eq!(TableKind::from_tag(TableKind::AlarmHistory.tag()), None);
+        for kind in TableKind::ALL {
             assert_eq!(kind.name().parse::<TableKind>(), Ok(kind));
             assert!(kind.schema().field_with_name(kind.time_column()).is_ok());
         }

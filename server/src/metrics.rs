@@ -64,6 +64,8 @@ pub struct PerKind {
     pub logs: Counter,
     /// audit
     pub audit: Counter,
+    /// the control-plane tables (never ingested; kept so that every kind has a counter)
+    pub other: Counter,
 }
 
 impl PerKind {
@@ -74,6 +76,7 @@ impl PerKind {
             TableKind::Metrics => &self.metrics,
             TableKind::Logs => &self.logs,
             TableKind::Audit => &self.audit,
+            TableKind::AlarmHistory | TableKind::WebhookDeliveries => &self.other,
         }
     }
 }

@@ -1,15 +1,20 @@
 //! Functions that Athena users write in CloudTrail queries, so those queries run unchanged:
 //! `json_extract_scalar(json, '$.path')`, `json_extract(json, '$.path')` and
 //! `from_iso8601_timestamp(text)`. The `json_get*` family comes from `datafusion-functions-json`.
+//! Also CloudWatch's filter patterns: `filter_pattern_match(pattern, text)` and
+//! `filter_pattern_value(pattern, text, selector)`, which metric filters compile to.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray as _, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray as _, BooleanBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use serde_json::Value;
 
+use crate::pattern::FilterPattern;
 use crate::tables::{UTC, timestamp_type};
 
 /// The Athena compatibility functions.
@@ -36,7 +41,91 @@ pub(crate) fn athena_functions() -> Vec<ScalarUDF> {
             Volatility::Immutable,
             Arc::new(from_iso8601),
         ),
+        create_udf(
+            "filter_pattern_match",
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Boolean,
+            Volatility::Immutable,
+            Arc::new(filter_pattern_match),
+        ),
+        create_udf(
+            "filter_pattern_value",
+            vec![DataType::Utf8, DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(filter_pattern_value),
+        ),
     ]
+}
+
+/// Parses the filter patterns of a column, reusing the last one while the text repeats (the
+/// pattern is nearly always one literal).
+struct Patterns {
+    last: Option<(String, Arc<FilterPattern>)>,
+}
+
+impl Patterns {
+    fn get(&mut self, text: &str) -> Result<Arc<FilterPattern>> {
+        if let Some((t, p)) = &self.last {
+            if t == text {
+                return Ok(Arc::clone(p));
+            }
+        }
+        let p = Arc::new(FilterPattern::parse(text).map_err(|e| {
+            DataFusionError::Execution(format!("invalid filter pattern `{text}`: {e}"))
+        })?);
+        self.last = Some((text.to_string(), Arc::clone(&p)));
+        Ok(p)
+    }
+}
+
+/// `filter_pattern_match(pattern, text)`: whether a CloudWatch filter pattern matches a log
+/// message or a CloudTrail record (`eventjson`).
+fn filter_pattern_match(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let [pattern, text] = arrays.as_slice() else {
+        return Err(DataFusionError::Plan(
+            "filter_pattern_match takes two arguments: (pattern, text)".into(),
+        ));
+    };
+    let (pattern, text) = (pattern.as_string::<i32>(), text.as_string::<i32>());
+    let mut patterns = Patterns { last: None };
+    let mut out = BooleanBuilder::with_capacity(text.len());
+    for i in 0..text.len() {
+        if pattern.is_null(i) || text.is_null(i) {
+            out.append_null();
+        } else {
+            out.append_value(patterns.get(pattern.value(i))?.matches(text.value(i)));
+        }
+    }
+    Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+}
+
+/// `filter_pattern_value(pattern, text, selector)`: the value a metric transformation's selector
+/// (`$.latency`, `$bytes`) names in a matching event; null when it does not match.
+fn filter_pattern_value(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let [pattern, text, selector] = arrays.as_slice() else {
+        return Err(DataFusionError::Plan(
+            "filter_pattern_value takes three arguments: (pattern, text, selector)".into(),
+        ));
+    };
+    let (pattern, text, selector) = (
+        pattern.as_string::<i32>(),
+        text.as_string::<i32>(),
+        selector.as_string::<i32>(),
+    );
+    let mut patterns = Patterns { last: None };
+    let mut out = StringBuilder::new();
+    for i in 0..text.len() {
+        if pattern.is_null(i) || text.is_null(i) || selector.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let p = patterns.get(pattern.value(i))?;
+        out.append_option(p.extract(text.value(i), selector.value(i)));
+    }
+    Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
 }
 
 /// One step of a JSONPath such as `$.a.b[0]` or `$["a b"]`.

@@ -391,3 +391,83 @@ fn filters_are_evaluated_inside_the_parquet_decoder_by_default() {
     assert!(parquet.pushdown_filters);
     assert!(parquet.reorder_filters);
 }
+
+fn logs_batch(lines: &[&str]) -> RecordBatch {
+    let mut time = TimestampMicrosecondBuilder::new().with_timezone(UTC);
+    let mut ingest = TimestampMicrosecondBuilder::new().with_timezone(UTC);
+    let [mut group, mut stream, mut message, mut host, mut file] =
+        std::array::from_fn(|_| StringBuilder::new());
+    for (i, line) in lines.iter().enumerate() {
+        time.append_value(T0 + i as i64 * 1_000_000);
+        ingest.append_value(T0);
+        group.append_value("web");
+        stream.append_value("access");
+        message.append_value(line);
+        host.append_null();
+        file.append_null();
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time.finish()),
+        Arc::new(ingest.finish()),
+        Arc::new(group.finish()),
+        Arc::new(stream.finish()),
+        Arc::new(message.finish()),
+        Arc::new(host.finish()),
+        Arc::new(file.finish()),
+    ];
+    RecordBatch::try_new(TableKind::Logs.schema(), columns).unwrap()
+}
+
+#[tokio::test]
+async fn filter_patterns_are_sql_functions() {
+    let storage = Storage::in_memory(Arc::new(InMemory::new()));
+    let lines = [
+        r#"{"status": 500, "path": "/a", "latency": 12.5}"#,
+        r#"{"status": 200, "path": "/b", "latency": 3}"#,
+        r#"{"status": 503, "path": "/a", "latency": 40}"#,
+        "[ERROR 400] BAD REQUEST",
+    ];
+    storage
+        .append_batch("t1", TableKind::Logs, &logs_batch(&lines))
+        .await
+        .unwrap();
+    let e = engine(&storage);
+    let r = e
+        .collect(
+            "t1",
+            "SELECT count(*) AS n, sum(CAST(filter_pattern_value('{ $.status >= 500 }', message, '$.latency') AS DOUBLE)) AS total \
+             FROM logs WHERE filter_pattern_match('{ $.status >= 500 }', message)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        2
+    );
+    assert_eq!(f64_at(&r, 1, 0), 52.5);
+    let r = e
+        .collect(
+            "t1",
+            "SELECT count(*) FROM logs WHERE filter_pattern_match('ERROR -DEBUG', message)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        1
+    );
+    let err = e
+        .collect(
+            "t1",
+            "SELECT count(*) FROM logs WHERE filter_pattern_match('{ $.a = ', message)",
+        )
+        .await
+        .expect_err("bad pattern");
+    assert!(err.to_string().contains("at position"), "{err}");
+}

@@ -494,6 +494,8 @@ impl Buffers {
                     }
                 }
             }
+            // Written by the alarm evaluator straight to storage; `from_tag` never yields them.
+            TableKind::AlarmHistory | TableKind::WebhookDeliveries => 0,
             TableKind::Audit => {
                 let events: Vec<AuditEvent> = match prepared {
                     Some(Prepared::Audit(events)) => events,
