@@ -159,6 +159,11 @@ impl Storage {
         Arc::clone(&self.root)
     }
 
+    /// The path of the Watchtrail root inside [`Storage::object_store`].
+    pub fn base_path(&self) -> &Path {
+        &self.base_path
+    }
+
     /// The URL of the Watchtrail root (ends in `/`).
     pub fn base_url(&self) -> &Url {
         &self.base_url
@@ -431,7 +436,44 @@ impl Storage {
         kind: TableKind,
         batch: &arrow::array::RecordBatch,
     ) -> Result<i64> {
-        let mut table = self.open_or_create_table(tenant, kind).await?;
+        let table = self.open_or_create_table(tenant, kind).await?;
+        self.append_to(table, tenant, kind, batch, None)
+            .await
+            .map(|v| v.unwrap_or_default())
+    }
+
+    /// As [`Storage::append_batch`], recording the application transaction `txn` = `(app_id,
+    /// version)` in the same commit; nothing is written when the table already holds that
+    /// version (or a later one) for `app_id`, so a retried append lands once.
+    /// The new table version, or `None` when the append was already there.
+    ///
+    /// # Errors
+    /// Storage, Parquet or commit errors.
+    pub async fn append_once(
+        &self,
+        tenant: &str,
+        kind: TableKind,
+        batch: &arrow::array::RecordBatch,
+        txn: (String, i64),
+    ) -> Result<Option<i64>> {
+        let table = self.open_or_create_table(tenant, kind).await?;
+        if transaction_version(&table, &txn.0)
+            .await?
+            .is_some_and(|v| v >= txn.1)
+        {
+            return Ok(None);
+        }
+        self.append_to(table, tenant, kind, batch, Some(txn)).await
+    }
+
+    async fn append_to(
+        &self,
+        mut table: DeltaTable,
+        tenant: &str,
+        kind: TableKind,
+        batch: &arrow::array::RecordBatch,
+        txn: Option<(String, i64)>,
+    ) -> Result<Option<i64>> {
         let mut enc = crate::files::ParquetEncoder::new(kind)?;
         enc.write(&crate::files::sort_batch(kind, batch)?)?;
         let (bytes, stats) = enc.finish()?;
@@ -450,6 +492,6 @@ impl Storage {
             chrono::Utc::now().timestamp_millis(),
             &stats,
         );
-        commit_files(&mut table, vec![add], None).await
+        commit_files(&mut table, vec![add], txn).await.map(Some)
     }
 }

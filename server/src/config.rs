@@ -75,6 +75,40 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_QUERY_THREADS")]
     pub query_threads: Option<usize>,
 
+    /// Late-data delay: an alarm period is evaluated this long after it ends.
+    #[arg(long, env = "WATCHTRAIL_ALARM_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub alarm_delay: Duration,
+
+    /// How often alarm, filter and destination definitions are reloaded from object storage
+    /// (changes made through this server apply at once).
+    #[arg(long, env = "WATCHTRAIL_ALARM_REFRESH", default_value = "10s", value_parser = parse_duration)]
+    pub alarm_refresh: Duration,
+
+    /// How long the alarm evaluator's lease lasts without renewal; with several servers, another
+    /// one takes over this long after the evaluator dies.
+    #[arg(long, env = "WATCHTRAIL_ALARM_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub alarm_lease_ttl: Duration,
+
+    /// Do not evaluate alarms or send notifications on this server (the API still works).
+    #[arg(long, env = "WATCHTRAIL_NO_ALARMS")]
+    pub no_alarms: bool,
+
+    /// How long one webhook request may take.
+    #[arg(long, env = "WATCHTRAIL_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// How long a notification is retried before it is given up.
+    #[arg(long, env = "WATCHTRAIL_WEBHOOK_MAX_AGE", default_value = "24h", value_parser = parse_duration)]
+    pub webhook_max_age: Duration,
+
+    /// First retry delay of a failed webhook; it doubles per attempt up to --webhook-retry-max.
+    #[arg(long, env = "WATCHTRAIL_WEBHOOK_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub webhook_retry_base: Duration,
+
+    /// Longest delay between two attempts of one webhook.
+    #[arg(long, env = "WATCHTRAIL_WEBHOOK_RETRY_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub webhook_retry_max: Duration,
+
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "WATCHTRAIL_LOG", default_value = "info")]
     pub log_filter: String,
@@ -99,6 +133,8 @@ pub struct ServerConfig {
     pub engine: watchtrail_query::engine::EngineConfig,
     /// Threads of the query runtime.
     pub query_threads: usize,
+    /// The alarm evaluator and the notification outbox.
+    pub alarms: crate::alarms::AlarmConfig,
 }
 
 impl ServerArgs {
@@ -118,6 +154,16 @@ impl ServerArgs {
         }
         if self.query_memory_limit < (1 << 20) {
             return Err("--query-memory-limit must be at least 1M".into());
+        }
+        if self.alarm_refresh.is_zero() || self.alarm_lease_ttl < Duration::from_secs(2) {
+            return Err(
+                "--alarm-refresh must be positive and --alarm-lease-ttl at least 2s".into(),
+            );
+        }
+        if self.webhook_retry_base.is_zero() || self.webhook_retry_max < self.webhook_retry_base {
+            return Err(
+                "--webhook-retry-base must be positive and at most --webhook-retry-max".into(),
+            );
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let query_threads = self.query_threads.unwrap_or(cores).max(1);
@@ -142,6 +188,16 @@ impl ServerArgs {
                 total_max_bytes: self.buffer_max_bytes as usize,
             },
             shutdown_timeout: self.shutdown_timeout,
+            alarms: crate::alarms::AlarmConfig {
+                enabled: !self.no_alarms,
+                delay: self.alarm_delay,
+                refresh: self.alarm_refresh,
+                lease_ttl: self.alarm_lease_ttl,
+                webhook_timeout: self.webhook_timeout,
+                webhook_max_age: self.webhook_max_age,
+                retry_base: self.webhook_retry_base,
+                retry_max: self.webhook_retry_max,
+            },
         })
     }
 }

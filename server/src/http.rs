@@ -1,5 +1,6 @@
-//! The HTTP port: `/healthz`, `/metrics` and `POST /v1/query`.
+//! The HTTP port: `/healthz`, `/metrics`, `POST /v1/query` and the alarm API.
 
+pub mod alarms;
 pub mod query;
 
 use std::sync::Arc;
@@ -21,7 +22,12 @@ struct HttpState {
 }
 
 /// The HTTP routes.
-pub fn router(metrics: Arc<Metrics>, wal: Wal, engine: Engine) -> Router {
+pub fn router(
+    metrics: Arc<Metrics>,
+    wal: Wal,
+    engine: Engine,
+    alarms: Arc<crate::alarms::AlarmService>,
+) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
@@ -31,6 +37,7 @@ pub fn router(metrics: Arc<Metrics>, wal: Wal, engine: Engine) -> Router {
                 .route("/v1/query", post(query::query))
                 .with_state(engine),
         )
+        .merge(alarms::router(alarms))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -8,9 +8,11 @@
 //! - [`ingest`]: validation, buffering and flushing.
 //! - [`grpc`]: the gRPC services.
 //! - [`query`]: SQL over committed files and buffered rows.
-//! - [`http`]: `/healthz`, `/metrics` and `POST /v1/query`.
+//! - [`http`]: `/healthz`, `/metrics`, `POST /v1/query` and the alarm API.
+//! - [`alarms`]: alarm definitions and state, the evaluator, the webhook outbox.
 //! - [`metrics`]: the server's own counters.
 
+pub mod alarms;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -109,6 +111,16 @@ pub async fn serve(
     let engine = Engine::new(&storage, source, config.engine.clone())
         .with_runtime(query_runtime.handle().clone());
 
+    let alarms = Arc::new(alarms::AlarmService::new(
+        storage.clone(),
+        engine.clone(),
+        config.alarms.clone(),
+        // Stable across restarts: a restarted evaluator takes its own lease back at once.
+        wal.server_id().to_string(),
+    ));
+    let alarm_stop = CancellationToken::new();
+    let alarm_task = tokio::spawn(Arc::clone(&alarms).run(alarm_stop.clone()));
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<IngestServiceServer<grpc::ingest::IngestServiceImpl>>()
@@ -153,7 +165,7 @@ pub async fn serve(
     let http_stop = stop.clone();
     let http = axum::serve(
         listeners.http,
-        http::router(Arc::clone(&metrics), wal.clone(), engine),
+        http::router(Arc::clone(&metrics), wal.clone(), engine, alarms),
     )
     .with_graceful_shutdown(async move { http_stop.cancelled().await });
     drop(wal);
@@ -162,6 +174,8 @@ pub async fn serve(
     g.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     h.map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
 
+    alarm_stop.cancel();
+    let _ = alarm_task.await;
     info!("stopped taking requests; committing buffered rows");
     flush_stop.cancel();
     flush_task

@@ -3,6 +3,8 @@
 //! Tests read as: start → act → wait → assert → stop. Every wait has a deadline and says what
 //! it was waiting for.
 
+pub mod receiver;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -352,10 +354,21 @@ impl HttpAnswer {
 
 /// A minimal HTTP/1.1 POST with extra headers (`Name: value` lines).
 pub async fn http_post(addr: SocketAddr, path: &str, headers: &[&str], body: &[u8]) -> HttpAnswer {
+    http_send(addr, "POST", path, headers, body).await
+}
+
+/// A minimal HTTP/1.1 request of any method with extra headers (`Name: value` lines).
+pub async fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> HttpAnswer {
     use tokio::io::AsyncWriteExt as _;
     let mut s = TcpStream::connect(addr).await.expect("connect http");
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
     for h in headers {

@@ -1,0 +1,477 @@
+//! Alarms end to end: real server processes, a real HTTP receiver that checks signatures,
+//! outages of the receiver and SIGKILL of the server.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use watchtrail_e2e::receiver::Receiver;
+use watchtrail_e2e::{HttpAnswer, ServerOptions, TestServer, http_send, wait_for};
+use watchtrail_proto::v1::{
+    AuditRecord, MetricDatum, PutAuditEventsRequest, PutMetricDataRequest, metric_datum,
+};
+
+use super::chrono_now_ms;
+
+const SECRET: &str = "e2e-shared-secret";
+
+/// Flags that make alarms quick to test: a short late-data delay, fast reloads and retries.
+fn fast(opts: ServerOptions) -> ServerOptions {
+    opts.with_args(&[
+        "--alarm-delay",
+        "1s",
+        "--alarm-refresh",
+        "1s",
+        "--alarm-lease-ttl",
+        "3s",
+        "--webhook-retry-base",
+        "200ms",
+        "--webhook-retry-max",
+        "1s",
+    ])
+}
+
+async fn put(server: &TestServer, path: &str, body: &Value) -> HttpAnswer {
+    http_send(server.http, "PUT", path, &[], body.to_string().as_bytes()).await
+}
+
+async fn get(server: &TestServer, path: &str) -> HttpAnswer {
+    http_send(server.http, "GET", path, &[], b"").await
+}
+
+async fn state_of(server: &TestServer, alarm: &str) -> String {
+    let a = get(server, &format!("/v1/alarms/{alarm}")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()["StateValue"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn wait_state(server: &TestServer, alarm: &str, state: &str, within: Duration) {
+    wait_for(&format!("{alarm} to be {state}"), within, || async {
+        (state_of(server, alarm).await == state).then_some(())
+    })
+    .await;
+}
+
+async fn put_errors(server: &TestServer, id: &str, value: f64) {
+    let mut client = server.client().await;
+    client
+        .put_metric_data(PutMetricDataRequest {
+            idempotency_id: id.into(),
+            metric_data: vec![MetricDatum {
+                namespace: "App".into(),
+                metric_name: "Errors".into(),
+                dimensions: vec![],
+                timestamp_ms: chrono_now_ms(),
+                data: Some(metric_datum::Data::Value(value)),
+                unit: "Count".into(),
+                storage_resolution: 1,
+            }],
+            series: vec![],
+        })
+        .await
+        .expect("put metric");
+}
+
+/// Delivered notifications, by idempotency key: (state announced, signature ok).
+fn delivered(r: &Receiver) -> HashMap<String, (String, bool)> {
+    r.received()
+        .into_iter()
+        .filter(|x| x.status == 200)
+        .filter_map(|x| {
+            let key = x.headers.get("idempotency-key")?.clone();
+            let state = x.body["detail"]["state"]["value"].as_str()?.to_string();
+            Some((key, (state, x.signature_ok)))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn definitions_are_checked_listed_and_kept_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = TestServer::start(fast(ServerOptions::local(dir.path()))).await;
+    let good = json!({
+        "Namespace": "App", "MetricName": "Errors", "Statistic": "Sum", "Period": 60,
+        "EvaluationPeriods": 2, "Threshold": 5, "ComparisonOperator": "GreaterThanThreshold"
+    });
+    let mut bad = good.clone();
+    bad["Period"] = json!(45);
+    let a = put(&server, "/v1/alarms/bad", &bad).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.json()["error"]["field"], "Period");
+    let mut bad = good.clone();
+    bad["ComparisonOperator"] = json!("Bigger");
+    assert_eq!(
+        put(&server, "/v1/alarms/bad", &bad).await.json()["error"]["field"],
+        "ComparisonOperator"
+    );
+    let mut named = good.clone();
+    named["AlarmName"] = json!("other");
+    assert_eq!(put(&server, "/v1/alarms/errors", &named).await.status, 400);
+
+    let a = put(&server, "/v1/alarms/errors%2Fhigh", &good).await;
+    assert_eq!(a.status, 201, "{}", a.text());
+    assert_eq!(
+        put(&server, "/v1/alarms/errors%2Fhigh", &good).await.status,
+        200
+    );
+    let described = get(&server, "/v1/alarms/errors%2Fhigh").await.json();
+    assert_eq!(described["AlarmName"], "errors/high");
+    assert_eq!(described["StateValue"], "INSUFFICIENT_DATA");
+    assert_eq!(
+        described["StateReason"],
+        "Unchecked: Initial alarm creation"
+    );
+
+    let filter = json!({
+        "filterPattern": "{ $.errorCode = \"AccessDenied*\" }", "logGroupName": "audit",
+        "metricTransformations": [{"metricName": "Denied", "metricNamespace": "Sec", "metricValue": "1"}]
+    });
+    assert_eq!(
+        put(&server, "/v1/metric-filters/denied", &filter)
+            .await
+            .status,
+        200
+    );
+    let mut broken = filter.clone();
+    broken["filterPattern"] = json!("{ $.errorCode = ");
+    let a = put(&server, "/v1/metric-filters/broken", &broken).await;
+    assert_eq!(a.status, 400);
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at position 17"),
+        "{}",
+        a.text()
+    );
+
+    server.restart().await;
+    let list = get(&server, "/v1/alarms").await.json();
+    let names: Vec<&str> = list["MetricAlarms"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|a| a["AlarmName"].as_str())
+        .collect();
+    assert_eq!(names, ["errors/high"]);
+    let filters = get(&server, "/v1/metric-filters").await.json();
+    assert_eq!(filters["metricFilters"][0]["filterName"], "denied");
+
+    assert_eq!(
+        http_send(server.http, "DELETE", "/v1/alarms/errors%2Fhigh", &[], b"")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get(&server, "/v1/alarms/errors%2Fhigh").await.status, 404);
+    assert_eq!(
+        http_send(server.http, "DELETE", "/v1/alarms/errors%2Fhigh", &[], b"")
+            .await
+            .status,
+        404
+    );
+    let history = get(
+        &server,
+        "/v1/alarms/errors%2Fhigh/history?HistoryItemType=ConfigurationUpdate",
+    )
+    .await;
+    let summaries: Vec<String> = history.json()["AlarmHistoryItems"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["HistorySummary"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            "Alarm \"errors/high\" deleted",
+            "Alarm \"errors/high\" updated",
+            "Alarm \"errors/high\" created"
+        ]
+    );
+    server.stop().await;
+}
+
+/// The whole path: a metric breaches, the alarm fires, the receiver gets a signed notification;
+/// the receiver goes down, the alarm recovers, the server is killed and restarted, the receiver
+/// comes back: every state change is delivered exactly once and recorded.
+#[tokio::test]
+async fn state_changes_reach_a_signed_webhook_through_outages_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut receiver = Receiver::start(SECRET).await;
+    let mut server = TestServer::start(fast(ServerOptions::local(dir.path()))).await;
+    let dest = json!({"Url": receiver.url(), "Secret": SECRET, "Headers": {"X-Team": "sre"}});
+    assert_eq!(
+        put(&server, "/v1/destinations/oncall", &dest).await.status,
+        200
+    );
+    let listed = get(&server, "/v1/destinations").await.json();
+    assert_eq!(listed["Destinations"][0]["Secret"], "********");
+    let alarm = json!({
+        "Namespace": "App", "MetricName": "Errors", "Statistic": "Maximum", "Period": 10,
+        "EvaluationPeriods": 1, "Threshold": 5, "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "notBreaching",
+        "AlarmActions": ["oncall"],
+        "OKActions": ["arn:aws:sns:us-east-1:123456789012:oncall"]
+    });
+    assert_eq!(put(&server, "/v1/alarms/errors", &alarm).await.status, 201);
+
+    // No data, notBreaching: INSUFFICIENT_DATA -> OK.
+    wait_state(&server, "errors", "OK", Duration::from_secs(30)).await;
+    // A breaching point: OK -> ALARM within one 10 s period plus the delay.
+    put_errors(&server, "breach-1", 50.0).await;
+    wait_state(&server, "errors", "ALARM", Duration::from_secs(30)).await;
+    let got = wait_for(
+        "the ALARM notification",
+        Duration::from_secs(15),
+        || async {
+            let d = delivered(&receiver);
+            d.values().any(|(s, _)| s == "ALARM").then_some(d)
+        },
+    )
+    .await;
+    assert!(
+        got.values().all(|(_, sig)| *sig),
+        "a signature did not verify"
+    );
+    let alarm_note = receiver
+        .received()
+        .into_iter()
+        .find(|r| r.body["detail"]["state"]["value"] == "ALARM")
+        .expect("alarm notification");
+    assert_eq!(
+        alarm_note.headers.get("x-team").map(String::as_str),
+        Some("sre")
+    );
+    let body = &alarm_note.body;
+    assert_eq!(body["detail-type"], "CloudWatch Alarm State Change");
+    assert_eq!(body["detail"]["alarmName"], "errors");
+    assert_eq!(body["detail"]["previousState"]["value"], "OK");
+    let reason = body["detail"]["state"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("Threshold Crossed: 1 out of the last 1 datapoints [50.0 (")
+            && reason.ends_with("was greater than the threshold (5.0) (minimum 1 datapoint for OK -> ALARM transition)."),
+        "{reason}"
+    );
+    let data: Value =
+        serde_json::from_str(body["detail"]["state"]["reasonData"].as_str().unwrap_or(""))
+            .expect("reason data");
+    assert_eq!(data["recentDatapoints"], json!([50.0]));
+    assert_eq!(
+        body["detail"]["configuration"]["metrics"][0]["metricStat"]["stat"],
+        "Maximum"
+    );
+
+    // The receiver goes down; the alarm recovers (no more data, notBreaching) and the OK
+    // notification fails and waits in the outbox.
+    receiver.go_down();
+    wait_state(&server, "errors", "OK", Duration::from_secs(30)).await;
+    wait_for(
+        "a failed delivery attempt to be recorded",
+        Duration::from_secs(20),
+        || async {
+            let a = server
+                .http_query(
+                    "SELECT count(*) AS n FROM webhook_deliveries WHERE outcome = 'retrying'",
+                    "application/json",
+                )
+                .await;
+            (a.status == 200 && a.json()["rows"][0]["n"].as_i64().unwrap_or(0) > 0).then_some(())
+        },
+    )
+    .await;
+    // The server dies while the notification is pending, and comes back.
+    server.kill9().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server = TestServer::start(server.options.clone()).await;
+    // The receiver answers 503 for a while (retried), then comes back healthy.
+    receiver.come_back().await;
+    receiver.answer_with(503);
+    wait_for("a 503 to be retried", Duration::from_secs(20), || async {
+        (receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 503)
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    receiver.answer_with(200);
+    let got = wait_for(
+        "the OK notification after the outage",
+        Duration::from_secs(30),
+        || async {
+            let d = delivered(&receiver);
+            (d.values().filter(|(s, _)| s == "OK").count() >= 2).then_some(d)
+        },
+    )
+    .await;
+    assert!(
+        got.values().all(|(_, sig)| *sig),
+        "a signature did not verify"
+    );
+
+    // Every StateUpdate in the history was delivered exactly once (by idempotency key: retries
+    // of one notification share it), and nothing else was.
+    let history = get(
+        &server,
+        "/v1/alarms/errors/history?HistoryItemType=StateUpdate",
+    )
+    .await
+    .json();
+    let transitions: Vec<String> = history["AlarmHistoryItems"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["HistorySummary"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            "Alarm updated from ALARM to OK",
+            "Alarm updated from OK to ALARM",
+            "Alarm updated from INSUFFICIENT_DATA to OK"
+        ]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = delivered(&receiver);
+    let states: Vec<&str> = {
+        let mut v: Vec<&str> = d.values().map(|(s, _)| s.as_str()).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(states, ["ALARM", "OK", "OK"], "{d:?}");
+    let keys: BTreeSet<&String> = d.keys().collect();
+    assert_eq!(keys.len(), 3);
+    let outbox_left = std::fs::read_dir(dir.path().join("store/default/_control/outbox"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(
+        outbox_left, 0,
+        "the outbox is empty once everything is delivered"
+    );
+    server.stop().await;
+}
+
+/// SQL alarms and metric filters over the audit trail: the 14 CIS patterns as shipped, with
+/// 10 s periods so the test is quick.
+#[tokio::test]
+async fn cis_metric_filters_and_sql_alarms_fire_on_audit_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(fast(ServerOptions::local(dir.path()))).await;
+    let examples = watchtrail_e2e::manifest_dir().join("../examples/alarms/cis");
+    let mut names = Vec::new();
+    for kind in ["filters", "alarms"] {
+        let mut files: Vec<_> = std::fs::read_dir(examples.join(kind))
+            .expect("examples")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        for f in files {
+            let mut v: Value =
+                serde_json::from_str(&std::fs::read_to_string(&f).expect("read")).expect("json");
+            let path = if kind == "filters" {
+                format!(
+                    "/v1/metric-filters/{}",
+                    v["filterName"].as_str().expect("name")
+                )
+            } else {
+                v["Period"] = json!(10);
+                let name = v["AlarmName"].as_str().expect("name").to_string();
+                names.push(name.clone());
+                format!("/v1/alarms/{name}")
+            };
+            let a = put(&server, &path, &v).await;
+            assert!(a.status == 200 || a.status == 201, "{path}: {}", a.text());
+        }
+    }
+    assert_eq!(names.len(), 14);
+    let sql_alarm = json!({
+        "Query": "SELECT eventtime AS time, 1 AS value FROM audit WHERE eventname = 'DeleteBucketPolicy' AND eventtime >= $start",
+        "Statistic": "Sum", "Period": 10, "EvaluationPeriods": 1, "Threshold": 2,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "notBreaching"
+    });
+    assert_eq!(
+        put(&server, "/v1/alarms/bucket-policy-deletes", &sql_alarm)
+            .await
+            .status,
+        201
+    );
+    let broken = json!({
+        "Query": "SELECT eventtime AS time, no_such_column AS value FROM audit",
+        "Statistic": "Sum", "Period": 10, "EvaluationPeriods": 1, "Threshold": 1,
+        "ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "notBreaching"
+    });
+    assert_eq!(
+        put(&server, "/v1/alarms/broken-sql", &broken).await.status,
+        201
+    );
+    for n in &names {
+        wait_state(&server, n, "OK", Duration::from_secs(30)).await;
+    }
+    // One event that each CIS pattern matches, and two that none does; all in one period.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ev = |i: usize, body: &str| {
+        format!(
+            r#"{{"eventVersion":"1.08","eventTime":"{now}","eventID":"cis-{i}","awsRegion":"us-east-1",{body}}}"#
+        )
+    };
+    let bodies = [
+        r#""eventSource":"iam.amazonaws.com","eventName":"ListUsers","eventType":"AwsApiCall","userIdentity":{"type":"Root"}"#,
+        r#""eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances","errorCode":"Client.UnauthorizedOperation","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","eventType":"AwsConsoleSignIn","userIdentity":{"type":"IAMUser"},"responseElements":{"ConsoleLogin":"Success"},"additionalEventData":{"MFAUsed":"No"}"#,
+        r#""eventSource":"iam.amazonaws.com","eventName":"PutUserPolicy","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","errorMessage":"Failed authentication","userIdentity":{"type":"IAMUser"},"responseElements":{"ConsoleLogin":"Failure"},"additionalEventData":{"MFAUsed":"Yes"}"#,
+        r#""eventSource":"kms.amazonaws.com","eventName":"ScheduleKeyDeletion","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"s3.amazonaws.com","eventName":"DeleteBucketPolicy","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"config.amazonaws.com","eventName":"StopConfigurationRecorder","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"ec2.amazonaws.com","eventName":"AuthorizeSecurityGroupIngress","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"ec2.amazonaws.com","eventName":"CreateNetworkAclEntry","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"ec2.amazonaws.com","eventName":"AttachInternetGateway","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"ec2.amazonaws.com","eventName":"CreateRoute","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"ec2.amazonaws.com","eventName":"CreateVpc","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"s3.amazonaws.com","eventName":"DeleteBucketPolicy","userIdentity":{"type":"IAMUser"}"#,
+        r#""eventSource":"s3.amazonaws.com","eventName":"GetObject","userIdentity":{"type":"IAMUser"}"#,
+    ];
+    let records = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| AuditRecord { json: ev(i, b) })
+        .collect();
+    let mut client = server.client().await;
+    let resp = client
+        .put_audit_events(PutAuditEventsRequest {
+            idempotency_id: "cis".into(),
+            records,
+        })
+        .await
+        .expect("put audit")
+        .into_inner();
+    assert_eq!(resp.accepted, bodies.len() as u64);
+    for n in &names {
+        wait_state(&server, n, "ALARM", Duration::from_secs(30)).await;
+    }
+    wait_state(
+        &server,
+        "bucket-policy-deletes",
+        "ALARM",
+        Duration::from_secs(30),
+    )
+    .await;
+    let broken = get(&server, "/v1/alarms/broken-sql").await.json();
+    assert_eq!(broken["StateValue"], "INSUFFICIENT_DATA");
+    assert_eq!(broken["EvaluationState"], "EVALUATION_ERROR", "{broken}");
+    assert!(
+        broken["StateReason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no_such_column"),
+        "{broken}"
+    );
+    let _ = server;
+}
