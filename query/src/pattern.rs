@@ -441,10 +441,10 @@ impl Spaced {
                 } else {
                     token
                 };
-                if let Some(c) = cond {
-                    if !c.eval(value) {
-                        return false;
-                    }
+                if let Some(c) = cond
+                    && !c.eval(value)
+                {
+                    return false;
                 }
                 out.push((name.as_str(), value));
                 let remaining = if rest.is_empty() {

@@ -997,14 +997,13 @@ impl AlarmService {
                 }
             }
         };
-        if !keep {
-            if let Err(e) = self
+        if !keep
+            && let Err(e) = self
                 .control
                 .delete(&entry.tenant, Doc::Outbox, &entry.id)
                 .await
-            {
-                warn!(error = %e, "cannot remove a finished notification from the outbox");
-            }
+        {
+            warn!(error = %e, "cannot remove a finished notification from the outbox");
         }
         (entry, row, keep)
     }

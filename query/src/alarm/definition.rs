@@ -274,7 +274,7 @@ fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<()> {
 
 /// Checks a name and a period the way CloudWatch does.
 pub(crate) fn check_period(field: &str, period: u32) -> Result<()> {
-    if matches!(period, 10 | 20 | 30) || (period >= 60 && period % 60 == 0) {
+    if matches!(period, 10 | 20 | 30) || (period >= 60 && period.is_multiple_of(60)) {
         Ok(())
     } else {
         Err(DefinitionError::new(
@@ -465,27 +465,27 @@ impl AlarmDefinition {
                 ),
             ));
         }
-        if let Some(m) = self.datapoints_to_alarm {
-            if m < 1 || m > self.evaluation_periods {
-                return Err(DefinitionError::new(
-                    "DatapointsToAlarm",
-                    format!(
-                        "must be 1-{} (at most EvaluationPeriods), got {m}",
-                        self.evaluation_periods
-                    ),
-                ));
-            }
+        if let Some(m) = self.datapoints_to_alarm
+            && (m < 1 || m > self.evaluation_periods)
+        {
+            return Err(DefinitionError::new(
+                "DatapointsToAlarm",
+                format!(
+                    "must be 1-{} (at most EvaluationPeriods), got {m}",
+                    self.evaluation_periods
+                ),
+            ));
         }
         if !self.threshold.is_finite() {
             return Err(DefinitionError::new("Threshold", "must be a finite number"));
         }
-        if let Some(u) = &self.unit {
-            if !UNITS.contains(&u.as_str()) {
-                return Err(DefinitionError::new(
-                    "Unit",
-                    format!("`{u}` is not a CloudWatch unit (e.g. Count, Bytes, Percent, None)"),
-                ));
-            }
+        if let Some(u) = &self.unit
+            && !UNITS.contains(&u.as_str())
+        {
+            return Err(DefinitionError::new(
+                "Unit",
+                format!("`{u}` is not a CloudWatch unit (e.g. Count, Bytes, Percent, None)"),
+            ));
         }
         for (field, actions) in [
             ("AlarmActions", &self.alarm_actions),
@@ -535,7 +535,7 @@ impl AlarmDefinition {
             return None;
         }
         let p = parse_percentile(self.extended_statistic.as_deref()?)?;
-        if p >= 0.5 && p < 1.0 {
+        if (0.5..1.0).contains(&p) {
             Some(10.0 / (1.0 - p))
         } else if p > 0.0 && p < 0.5 {
             Some(10.0 / p)

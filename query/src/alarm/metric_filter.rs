@@ -208,13 +208,13 @@ impl MetricFilter {
                 }
             }
         }
-        if let Some(u) = &t.unit {
-            if !UNITS.contains(&u.as_str()) {
-                return Err(DefinitionError::new(
-                    format!("{f}.unit"),
-                    format!("`{u}` is not a CloudWatch unit"),
-                ));
-            }
+        if let Some(u) = &t.unit
+            && !UNITS.contains(&u.as_str())
+        {
+            return Err(DefinitionError::new(
+                format!("{f}.unit"),
+                format!("`{u}` is not a CloudWatch unit"),
+            ));
         }
         Ok(())
     }

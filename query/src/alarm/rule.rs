@@ -390,20 +390,23 @@ mod tests {
         .state
     }
 
+    /// Data, M, N, then the state under missing, ignore (`None`: kept), breaching, notBreaching.
+    type GoldenRow = (
+        &'static str,
+        usize,
+        usize,
+        AlarmState,
+        Option<AlarmState>,
+        AlarmState,
+        AlarmState,
+    );
+
     /// Reference section 2.3's golden table. `None` in the ignore column: the current state is
     /// kept, checked from each of the three states.
     #[test]
     fn the_reference_golden_table() {
         use TreatMissingData::*;
-        let table: [(
-            &str,
-            usize,
-            usize,
-            AlarmState,
-            Option<AlarmState>,
-            AlarmState,
-            AlarmState,
-        ); 10] = [
+        let table: [GoldenRow; 10] = [
             ("0 - X - X", 3, 3, Okay, Some(Okay), Okay, Okay),
             ("0 - - - -", 3, 3, Okay, Some(Okay), Okay, Okay),
             ("- - - - -", 3, 3, Insufficient, None, Alarm, Okay),

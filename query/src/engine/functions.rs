@@ -66,10 +66,10 @@ struct Patterns {
 
 impl Patterns {
     fn get(&mut self, text: &str) -> Result<Arc<FilterPattern>> {
-        if let Some((t, p)) = &self.last {
-            if t == text {
-                return Ok(Arc::clone(p));
-            }
+        if let Some((t, p)) = &self.last
+            && t == text
+        {
+            return Ok(Arc::clone(p));
         }
         let p = Arc::new(FilterPattern::parse(text).map_err(|e| {
             DataFusionError::Execution(format!("invalid filter pattern `{text}`: {e}"))

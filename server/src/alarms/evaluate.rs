@@ -282,10 +282,10 @@ pub async fn evaluate(
         let start_ms = w.start_ms + i as i64 * w.period_ms;
         let (value, count) = by_start.get(&start_ms).copied().unwrap_or((None, 0.0));
         let value = value.or(default);
-        if let (Some(f), Some(_)) = (floor, value) {
-            if count < f {
-                low_samples = true;
-            }
+        if let (Some(f), Some(_)) = (floor, value)
+            && count < f
+        {
+            low_samples = true;
         }
         points.push(Point { start_ms, value });
     }

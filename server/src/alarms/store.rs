@@ -372,13 +372,11 @@ impl Lease {
 
     /// Gives the lease up (on shutdown), so another server takes over at once.
     pub async fn release(&self) {
-        if let Ok(r) = self.store.get(&self.path).await {
-            if let Ok(bytes) = r.bytes().await {
-                if serde_json::from_slice::<LeaseDoc>(&bytes).is_ok_and(|d| d.holder == self.holder)
-                {
-                    let _ = self.store.delete(&self.path).await;
-                }
-            }
+        if let Ok(r) = self.store.get(&self.path).await
+            && let Ok(bytes) = r.bytes().await
+            && serde_json::from_slice::<LeaseDoc>(&bytes).is_ok_and(|d| d.holder == self.holder)
+        {
+            let _ = self.store.delete(&self.path).await;
         }
     }
 }

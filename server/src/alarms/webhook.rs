@@ -106,10 +106,10 @@ impl Destination {
     /// The destination as the API shows it: the secret is never returned.
     pub fn redacted(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Some(o) = v.as_object_mut() {
-            if o.contains_key("Secret") {
-                o.insert("Secret".into(), json!("********"));
-            }
+        if let Some(o) = v.as_object_mut()
+            && o.contains_key("Secret")
+        {
+            o.insert("Secret".into(), json!("********"));
         }
         v
     }

@@ -74,31 +74,31 @@ fn api_error(e: ApiError) -> Response {
     }
 }
 
-fn body_json(body: &Bytes) -> Result<Value, Response> {
+fn body_json(body: &Bytes) -> Result<Value, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        error_response(
+        Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "InvalidJson",
             &format!("the body is not JSON: {e}"),
-        )
+        ))
     })
 }
 
 /// The path's name goes into the body's name field; a different one in the body is refused.
-fn name_into(v: &mut Value, field: &str, name: &str) -> Result<(), Response> {
+fn name_into(v: &mut Value, field: &str, name: &str) -> Result<(), Box<Response>> {
     let Some(obj) = v.as_object_mut() else {
-        return Err(error_response(
+        return Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValue",
             "the body must be a JSON object",
-        ));
+        )));
     };
     match obj.get(field) {
-        Some(Value::String(s)) if s != name => Err(error_response(
+        Some(Value::String(s)) if s != name => Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValue",
             &format!("{field}: `{s}` differs from the name in the path, `{name}`"),
-        )),
+        ))),
         _ => {
             obj.insert(field.into(), Value::String(name.into()));
             Ok(())
@@ -124,10 +124,10 @@ async fn put_alarm(
     let tenant = tenant_or_return!(headers);
     let mut v = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = name_into(&mut v, "AlarmName", &name) {
-        return r;
+        return *r;
     }
     let def = match AlarmDefinition::from_value(v) {
         Ok(d) => d,
@@ -313,16 +313,14 @@ async fn history(
     q: HistoryQuery,
 ) -> Response {
     let max = q.max_records.unwrap_or(100).clamp(1, 1000);
-    if let Some(t) = &q.history_item_type {
-        if !["StateUpdate", "ConfigurationUpdate", "Action"].contains(&t.as_str()) {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValue",
-                &format!(
-                    "HistoryItemType: `{t}` is not StateUpdate, ConfigurationUpdate or Action"
-                ),
-            );
-        }
+    if let Some(t) = &q.history_item_type
+        && !["StateUpdate", "ConfigurationUpdate", "Action"].contains(&t.as_str())
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+            &format!("HistoryItemType: `{t}` is not StateUpdate, ConfigurationUpdate or Action"),
+        );
     }
     match alarms
         .history(tenant, name, q.history_item_type.as_deref(), max)
@@ -342,10 +340,10 @@ async fn put_filter(
     let tenant = tenant_or_return!(headers);
     let mut v = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = name_into(&mut v, "filterName", &name) {
-        return r;
+        return *r;
     }
     let f = match MetricFilter::from_value(v) {
         Ok(f) => f,
@@ -386,10 +384,10 @@ async fn put_destination(
     let tenant = tenant_or_return!(headers);
     let mut v = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = name_into(&mut v, "Name", &name) {
-        return r;
+        return *r;
     }
     let d: Destination = match serde_json::from_value(v) {
         Ok(d) => d,
