@@ -6,7 +6,9 @@
 //! - [`import`]: `import` of CloudTrail delivery files.
 //! - [`query`]: `query` and the interactive shell.
 //! - [`cloudwatch`]: `list-metrics` and `get-metric-statistics`.
+//! - [`alarms`]: `alarms`, `metric-filters` and `destinations` over the HTTP API.
 
+pub mod alarms;
 pub mod client;
 pub mod cloudwatch;
 pub mod import;
@@ -44,6 +46,17 @@ pub enum Command {
     ListMetrics(cloudwatch::ListMetricsArgs),
     /// Statistics of one metric per period (like `aws cloudwatch get-metric-statistics`).
     GetMetricStatistics(cloudwatch::GetMetricStatisticsArgs),
+    /// Alarms: put (TOML or JSON, PutMetricAlarm fields), list, describe, delete, history,
+    /// set-state.
+    #[command(subcommand)]
+    Alarms(alarms::AlarmsCommand),
+    /// Metric filters (CloudWatch filter patterns over logs and the audit trail): put, list,
+    /// delete.
+    #[command(subcommand)]
+    MetricFilters(alarms::FiltersCommand),
+    /// Webhook destinations that alarm actions name: put, list, delete.
+    #[command(subcommand)]
+    Destinations(alarms::DestinationsCommand),
 }
 
 /// Runs the CLI; the binary's `main` only calls this.
@@ -76,6 +89,9 @@ pub fn main() -> ExitCode {
             Command::GetMetricStatistics(a) => {
                 cloudwatch::get_metric_statistics(&cli.connection, a).await
             }
+            Command::Alarms(c) => alarms::alarms(&cli.connection, c).await,
+            Command::MetricFilters(c) => alarms::metric_filters(&cli.connection, c).await,
+            Command::Destinations(c) => alarms::destinations(&cli.connection, c).await,
         }
     });
     match result {

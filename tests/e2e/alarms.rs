@@ -475,3 +475,164 @@ async fn cis_metric_filters_and_sql_alarms_fire_on_audit_events() {
     );
     let _ = server;
 }
+
+fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(watchtrail_e2e::bin_path("watchtrail"))
+        .args(["--http", &format!("http://{}", server.http)])
+        .args(args)
+        .output()
+        .expect("run watchtrail")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The CLI loads the shipped CIS set, lists it, forces a state to test a notification, shows
+/// the history and deletes; a broken TOML definition is refused naming the field.
+#[tokio::test]
+async fn the_cli_manages_alarms_filters_and_destinations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start(SECRET).await;
+    let server = TestServer::start(fast(ServerOptions::local(dir.path()))).await;
+    let cis = watchtrail_e2e::manifest_dir().join("../examples/alarms/cis");
+    let url = receiver.url();
+    ok(&cli(
+        &server,
+        &[
+            "destinations",
+            "put",
+            "security",
+            "--url",
+            &url,
+            "--secret",
+            SECRET,
+            "--header",
+            "X-Team=sec",
+        ],
+    ));
+    let listed = ok(&cli(&server, &["destinations", "list"]));
+    assert!(
+        listed.contains("\"security\"") && !listed.contains(SECRET),
+        "{listed}"
+    );
+    let filters_dir = cis.join("filters");
+    let out = ok(&cli(
+        &server,
+        &[
+            "metric-filters",
+            "put",
+            "--file",
+            filters_dir.to_str().expect("path"),
+        ],
+    ));
+    assert_eq!(out.lines().count(), 14, "{out}");
+    let alarms_dir = cis.join("alarms");
+    let out = ok(&cli(
+        &server,
+        &[
+            "alarms",
+            "put",
+            "--file",
+            alarms_dir.to_str().expect("path"),
+        ],
+    ));
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("created alarm CIS-"))
+            .count(),
+        14,
+        "{out}"
+    );
+    let table = ok(&cli(
+        &server,
+        &["alarms", "list", "--alarm-name-prefix", "CIS-Root"],
+    ));
+    assert!(
+        table.contains("CIS-RootAccountUsage")
+            && table.contains("Sum CISBenchmark/RootAccountUsage"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2, "{table}");
+
+    ok(&cli(
+        &server,
+        &[
+            "alarms",
+            "set-state",
+            "CIS-RootAccountUsage",
+            "--state-value",
+            "ALARM",
+            "--state-reason",
+            "testing the pager",
+        ],
+    ));
+    let note = wait_for(
+        "the forced ALARM notification",
+        Duration::from_secs(15),
+        || async {
+            receiver
+                .received()
+                .into_iter()
+                .find(|r| r.body["detail"]["state"]["value"] == "ALARM")
+        },
+    )
+    .await;
+    assert!(note.signature_ok);
+    assert_eq!(note.body["detail"]["state"]["reason"], "testing the pager");
+    assert_eq!(note.headers.get("x-team").map(String::as_str), Some("sec"));
+    let history = ok(&cli(
+        &server,
+        &[
+            "alarms",
+            "history",
+            "CIS-RootAccountUsage",
+            "--history-item-type",
+            "StateUpdate",
+        ],
+    ));
+    assert!(history.contains("to ALARM"), "{history}");
+    let described: Value = serde_json::from_str(&ok(&cli(
+        &server,
+        &["alarms", "describe", "CIS-RootAccountUsage"],
+    )))
+    .expect("json");
+    assert_eq!(described["Namespace"], "CISBenchmark");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "AlarmName = \"x\"\nNamespace = \"N\"\nMetricName = \"M\"\nStatistic = \"Sum\"\nPeriod = 45\nEvaluationPeriods = 1\nThreshold = 1.0\nComparisonOperator = \"GreaterThanThreshold\"\n",
+    )
+    .expect("write");
+    let out = cli(
+        &server,
+        &["alarms", "put", "--file", bad.to_str().expect("path")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Period") && err.contains("10, 20, 30 or a multiple of 60"),
+        "{err}"
+    );
+
+    ok(&cli(&server, &["alarms", "delete", "CIS-RootAccountUsage"]));
+    let out = cli(&server, &["alarms", "describe", "CIS-RootAccountUsage"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 404"));
+    ok(&cli(
+        &server,
+        &["metric-filters", "delete", "CIS-RootAccountUsage"],
+    ));
+    let left = ok(&cli(&server, &["metric-filters", "list"]));
+    assert!(
+        !left.contains("CIS-RootAccountUsage") && left.contains("CIS-VPCChanges"),
+        "{left}"
+    );
+}

@@ -20,6 +20,14 @@ pub struct ConnectionArgs {
         default_value = "http://127.0.0.1:7601"
     )]
     pub server: String,
+    /// The server's HTTP address (alarms, metric filters, destinations).
+    #[arg(
+        long,
+        global = true,
+        env = "WATCHTRAIL_HTTP",
+        default_value = "http://127.0.0.1:7602"
+    )]
+    pub http: String,
     /// The tenant to write to.
     #[arg(long, global = true, env = "WATCHTRAIL_TENANT", default_value = watchtrail_proto::DEFAULT_TENANT)]
     pub tenant: String,
