@@ -238,6 +238,7 @@ impl AlarmService {
             storage.base_path(),
             holder,
             config.lease_ttl,
+            storage.base_url().scheme() == "file",
         );
         Self {
             control,

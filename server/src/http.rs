@@ -19,6 +19,7 @@ use crate::wal::Wal;
 struct HttpState {
     metrics: Arc<Metrics>,
     wal: Wal,
+    alarms: Arc<crate::alarms::AlarmService>,
 }
 
 /// The HTTP routes.
@@ -31,7 +32,11 @@ pub fn router(
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
-        .with_state(HttpState { metrics, wal })
+        .with_state(HttpState {
+            metrics,
+            wal,
+            alarms: Arc::clone(&alarms),
+        })
         .merge(
             Router::new()
                 .route("/v1/query", post(query::query))
@@ -46,8 +51,14 @@ async fn healthz() -> impl IntoResponse {
 
 async fn prometheus(State(s): State<HttpState>) -> impl IntoResponse {
     s.metrics.wal_bytes.set(s.wal.total_bytes());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+    let mut body = s.metrics.render();
+    body.push_str(
+        "# HELP watchtrail_alarm_evaluator Whether this server holds the alarm evaluator lease.\n\
+         # TYPE watchtrail_alarm_evaluator gauge\n",
+    );
+    body.push_str(&format!(
+        "watchtrail_alarm_evaluator {}\n",
+        u8::from(s.alarms.is_evaluator())
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

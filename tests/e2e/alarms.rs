@@ -636,3 +636,157 @@ async fn the_cli_manages_alarms_filters_and_destinations() {
         "{left}"
     );
 }
+
+async fn is_evaluator(server: &TestServer) -> bool {
+    let (_, body) = server.http_get("/metrics").await;
+    body.contains("watchtrail_alarm_evaluator 1")
+}
+
+/// Two servers on one store: one evaluates and notifies; when it dies the other takes over,
+/// and no notification is sent twice.
+#[tokio::test]
+async fn with_two_servers_one_evaluates_and_the_other_takes_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start(SECRET).await;
+    let a_opts = fast(ServerOptions::local(dir.path()));
+    let mut b_opts = a_opts.clone();
+    b_opts.wal_dir = dir.path().join("wal-b");
+    let mut a = TestServer::start(a_opts).await;
+    let mut b = TestServer::start(b_opts).await;
+    let dest = json!({"Url": receiver.url(), "Secret": SECRET});
+    assert_eq!(put(&a, "/v1/destinations/oncall", &dest).await.status, 200);
+    let alarm = json!({
+        "Namespace": "App", "MetricName": "Errors", "Statistic": "Maximum", "Period": 10,
+        "EvaluationPeriods": 1, "Threshold": 5, "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "breaching", "AlarmActions": ["oncall"], "OKActions": ["oncall"]
+    });
+    // Made through B, evaluated by whichever holds the lease.
+    assert_eq!(put(&b, "/v1/alarms/errors", &alarm).await.status, 201);
+    wait_state(&a, "errors", "ALARM", Duration::from_secs(30)).await;
+    let holders = wait_for("exactly one evaluator", Duration::from_secs(10), || async {
+        let (ha, hb) = (is_evaluator(&a).await, is_evaluator(&b).await);
+        (ha != hb).then_some(ha)
+    })
+    .await;
+    wait_for(
+        "the ALARM notification",
+        Duration::from_secs(15),
+        || async { (delivered(&receiver).len() == 1).then_some(()) },
+    )
+    .await;
+    // Two more boundaries: still exactly one notification.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(delivered(&receiver).len(), 1, "{:?}", delivered(&receiver));
+
+    // The evaluator dies; the other server takes the lease once it expires.
+    let (dead, alive) = if holders {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    dead.kill9().await;
+    wait_for(
+        "the survivor to take the lease",
+        Duration::from_secs(15),
+        || async { is_evaluator(alive).await.then_some(()) },
+    )
+    .await;
+    // Data below the threshold in every period from now on: ALARM -> OK, notified once.
+    let feeder = {
+        let grpc = alive.grpc;
+        tokio::spawn(async move {
+            let ch =
+                watchtrail_proto::tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+                    .expect("url")
+                    .connect_lazy();
+            let mut client =
+                watchtrail_proto::v1::ingest_service_client::IngestServiceClient::new(ch);
+            for i in 0..60 {
+                let _ = client
+                    .put_metric_data(PutMetricDataRequest {
+                        idempotency_id: format!("calm-{i}"),
+                        metric_data: vec![MetricDatum {
+                            namespace: "App".into(),
+                            metric_name: "Errors".into(),
+                            dimensions: vec![],
+                            timestamp_ms: chrono_now_ms(),
+                            data: Some(metric_datum::Data::Value(1.0)),
+                            unit: "Count".into(),
+                            storage_resolution: 1,
+                        }],
+                        series: vec![],
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    wait_state(alive, "errors", "OK", Duration::from_secs(40)).await;
+    wait_for("the OK notification", Duration::from_secs(15), || async {
+        (delivered(&receiver).len() == 2).then_some(())
+    })
+    .await;
+    feeder.abort();
+    let states: BTreeSet<String> = delivered(&receiver).into_values().map(|(s, _)| s).collect();
+    assert_eq!(
+        states,
+        BTreeSet::from(["ALARM".to_string(), "OK".to_string()])
+    );
+    let history = get(
+        alive,
+        "/v1/alarms/errors/history?HistoryItemType=StateUpdate",
+    )
+    .await
+    .json();
+    assert_eq!(
+        history["AlarmHistoryItems"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
+    alive.stop().await;
+}
+
+/// The same on S3 (moto enforces the conditional writes the lease is taken with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_the_lease_admits_one_evaluator() {
+    let Some(moto) = watchtrail_e2e::Moto::start().await else {
+        panic!("moto_server is needed: run the tests through ./scripts/test");
+    };
+    moto.create_bucket("alarms").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start(SECRET).await;
+    let mut a_opts = fast(ServerOptions::local(dir.path()));
+    a_opts.store = "s3://alarms/e2e".into();
+    a_opts.env = watchtrail_e2e::Moto::env(moto.addr);
+    let mut b_opts = a_opts.clone();
+    b_opts.wal_dir = dir.path().join("wal-b");
+    let mut a = TestServer::start(a_opts).await;
+    let mut b = TestServer::start(b_opts).await;
+    let dest = json!({"Url": receiver.url(), "Secret": SECRET, "Format": "alertmanager"});
+    assert_eq!(put(&a, "/v1/destinations/oncall", &dest).await.status, 200);
+    let alarm = json!({
+        "Namespace": "App", "MetricName": "Errors", "Statistic": "Sum", "Period": 10,
+        "EvaluationPeriods": 1, "Threshold": 5, "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "breaching", "AlarmActions": ["oncall"]
+    });
+    assert_eq!(put(&a, "/v1/alarms/errors", &alarm).await.status, 201);
+    wait_state(&b, "errors", "ALARM", Duration::from_secs(40)).await;
+    wait_for("exactly one evaluator", Duration::from_secs(10), || async {
+        (is_evaluator(&a).await != is_evaluator(&b).await).then_some(())
+    })
+    .await;
+    let first = wait_for(
+        "the firing notification",
+        Duration::from_secs(20),
+        || async { receiver.received().into_iter().find(|r| r.status == 200) },
+    )
+    .await;
+    assert!(first.signature_ok);
+    assert_eq!(first.body["status"], "firing");
+    assert_eq!(first.body["alerts"][0]["labels"]["alertname"], "errors");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(receiver.received().len(), 1, "one notification, one sender");
+    a.stop().await;
+    b.stop().await;
+    moto.stop().await;
+}

@@ -283,6 +283,8 @@ pub struct Lease {
     path: Path,
     holder: String,
     ttl: Duration,
+    /// The store is a local directory, which has no compare-and-swap.
+    local: bool,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -292,13 +294,21 @@ struct LeaseDoc {
 }
 
 impl Lease {
-    /// A lease at `<base>/_control/alarm-evaluator.lease` for `holder`.
-    pub fn new(store: Arc<dyn ObjectStore>, base: &Path, holder: String, ttl: Duration) -> Self {
+    /// A lease at `<base>/_control/alarm-evaluator.lease` for `holder`. `local` says the store
+    /// is a local directory, where a renewal may overwrite without compare-and-swap.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        base: &Path,
+        holder: String,
+        ttl: Duration,
+        local: bool,
+    ) -> Self {
         Self {
             store,
             path: base.clone().join(CONTROL).join("alarm-evaluator.lease"),
             holder,
             ttl,
+            local,
         }
     }
 
@@ -357,7 +367,7 @@ impl Lease {
             Ok(_) => Ok(true),
             Err(object_store::Error::Precondition { .. })
             | Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(object_store::Error::NotImplemented { .. }) => {
+            Err(object_store::Error::NotImplemented { .. }) if self.local => {
                 // A local directory has no compare-and-swap; it is one machine's store, so the
                 // servers sharing it are on one host and a plain overwrite is as good.
                 self.store
@@ -366,6 +376,11 @@ impl Lease {
                     .map_err(storage_error)?;
                 Ok(true)
             }
+            Err(object_store::Error::NotImplemented { .. }) => Err(Error::Unavailable(
+                "the object store refuses conditional writes, which the alarm evaluator's lease \
+                 needs (for S3-compatible stores, leave AWS_CONDITIONAL_PUT unset or set it to etag)"
+                    .into(),
+            )),
             Err(e) => Err(storage_error(e)),
         }
     }
@@ -378,5 +393,57 @@ impl Lease {
         {
             let _ = self.store.delete(&self.path).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_takeover_after_expiry() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let base = Path::default();
+        let ttl = Duration::from_millis(300);
+        let a = Lease::new(Arc::clone(&store), &base, "a".into(), ttl, false);
+        let b = Lease::new(Arc::clone(&store), &base, "b".into(), ttl, false);
+        assert!(a.acquire().await, "the first taker gets the lease");
+        assert!(!b.acquire().await, "a live lease is not taken");
+        assert!(a.acquire().await, "the holder renews");
+        assert!(!b.acquire().await);
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        assert!(b.acquire().await, "an expired lease is taken over");
+        assert!(!a.acquire().await, "the old holder has lost it");
+        b.release().await;
+        assert!(a.acquire().await, "a released lease is free at once");
+    }
+
+    #[tokio::test]
+    async fn names_cannot_escape_their_directory() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let control = ControlStore::new(Arc::clone(&store), Path::from("root"));
+        for name in ["../../other/_control/alarms/x", "a/b", "..", "."] {
+            let p = control.path("t1", Doc::Alarm, name);
+            assert!(
+                p.as_ref().starts_with("root/t1/_control/alarms/"),
+                "{name} -> {p}"
+            );
+            assert_eq!(p.parts().count(), 5, "{name} -> {p}");
+            control
+                .put("t1", Doc::Alarm, name, &serde_json::json!({"n": name}))
+                .await
+                .expect("put");
+            let back: Option<Value> = control.get("t1", Doc::Alarm, name).await.expect("get");
+            assert_eq!(back, Some(serde_json::json!({"n": name})));
+        }
+        assert!(
+            control
+                .list::<Value>("other", Doc::Alarm)
+                .await
+                .expect("list")
+                .is_empty()
+        );
     }
 }

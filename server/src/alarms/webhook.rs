@@ -415,3 +415,94 @@ mod tests {
         assert_eq!(d.validate().map_err(|e| e.field), Err("Name".to_string()));
     }
 }
+
+#[cfg(test)]
+mod payload_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(new_state: AlarmState) -> OutboxEntry {
+        let alarm = AlarmDefinition::from_value(json!({
+            "AlarmName": "cpu-high", "AlarmDescription": "CPU above 80%",
+            "Namespace": "CWAgent", "MetricName": "cpu_usage_active",
+            "Dimensions": [{"Name": "host", "Value": "web-1"}],
+            "Statistic": "Average", "Period": 60, "EvaluationPeriods": 3, "DatapointsToAlarm": 2,
+            "Threshold": 80, "ComparisonOperator": "GreaterThanThreshold"
+        }))
+        .expect("valid");
+        OutboxEntry {
+            id: "abc".into(),
+            tenant: "default".into(),
+            action: "oncall".into(),
+            alarm,
+            transition: Transition {
+                old_state: AlarmState::Ok,
+                old_reason: "fine".into(),
+                old_ms: 1_700_000_000_000,
+                new_state,
+                reason: "Threshold Crossed".into(),
+                reason_data: json!({"version": "1.0"}),
+                at_ms: 1_700_000_060_000,
+            },
+            created_ms: 1_700_000_060_000,
+            attempts: 0,
+            next_attempt_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_cloudwatch_payload_is_the_state_change_event() {
+        let p = payload(
+            &entry(AlarmState::Alarm),
+            PayloadFormat::Cloudwatch,
+            "oncall",
+        );
+        assert_eq!(p["detail-type"], "CloudWatch Alarm State Change");
+        assert_eq!(
+            p["resources"][0],
+            "arn:watchtrail:cloudwatch:local:default:alarm:cpu-high"
+        );
+        assert_eq!(p["detail"]["state"]["value"], "ALARM");
+        assert_eq!(
+            p["detail"]["state"]["timestamp"],
+            "2023-11-14T22:14:20.000+0000"
+        );
+        assert_eq!(p["detail"]["state"]["reasonData"], "{\"version\":\"1.0\"}");
+        assert_eq!(p["detail"]["previousState"]["value"], "OK");
+        let m = &p["detail"]["configuration"]["metrics"][0]["metricStat"];
+        assert_eq!(m["metric"]["dimensions"]["host"], "web-1");
+        assert_eq!(m["stat"], "Average");
+        assert_eq!(m["period"], 60);
+        assert_eq!(p["detail"]["configuration"]["datapointsToAlarm"], 2);
+    }
+
+    #[test]
+    fn the_alertmanager_payload_fires_and_resolves() {
+        let firing = payload(
+            &entry(AlarmState::Alarm),
+            PayloadFormat::Alertmanager,
+            "oncall",
+        );
+        assert_eq!(firing["version"], "4");
+        assert_eq!(firing["status"], "firing");
+        assert_eq!(firing["receiver"], "oncall");
+        assert_eq!(firing["alerts"][0]["labels"]["alertname"], "cpu-high");
+        assert_eq!(firing["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(
+            firing["alerts"][0]["annotations"]["description"],
+            "CPU above 80%"
+        );
+        let resolved = payload(
+            &entry(AlarmState::Ok),
+            PayloadFormat::Alertmanager,
+            "oncall",
+        );
+        assert_eq!(resolved["status"], "resolved");
+        assert_eq!(
+            resolved["alerts"][0]["fingerprint"],
+            firing["alerts"][0]["fingerprint"]
+        );
+        assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    }
+}
