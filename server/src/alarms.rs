@@ -226,12 +226,19 @@ pub struct AlarmService {
     wake: Notify,
     outbox_wake: Notify,
     http: reqwest::Client,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AlarmService {
     /// The subsystem over `storage`, querying through `engine`; `holder` names this server in
     /// the lease.
-    pub fn new(storage: Storage, engine: Engine, config: AlarmConfig, holder: String) -> Self {
+    pub fn new(
+        storage: Storage,
+        engine: Engine,
+        config: AlarmConfig,
+        holder: String,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let control = ControlStore::new(storage.object_store(), storage.base_path().clone());
         let lease = Lease::new(
             storage.object_store(),
@@ -253,6 +260,7 @@ impl AlarmService {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            metrics,
         }
     }
 
@@ -693,6 +701,14 @@ impl AlarmService {
     }
 
     async fn evaluate_boundary(&self, view: &mut BTreeMap<String, TenantView>, end_ms: i64) {
+        let started = std::time::Instant::now();
+        self.evaluate_tenants(view, end_ms).await;
+        self.metrics
+            .alarm_boundary_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn evaluate_tenants(&self, view: &mut BTreeMap<String, TenantView>, end_ms: i64) {
         for (tenant, t) in view.iter_mut() {
             let due: Vec<&AlarmDoc> = t
                 .alarms
@@ -743,6 +759,7 @@ impl AlarmService {
             let now = now_ms();
             let mut changes = Vec::new();
             for (def, current, result) in results {
+                self.metrics.alarm_evaluations.inc();
                 let end_key = end_ms.to_string();
                 match result {
                     Ok(ev) => {
@@ -781,6 +798,7 @@ impl AlarmService {
                         }
                     }
                     Err(e) => {
+                        self.metrics.alarm_evaluation_failures.inc();
                         debug!(tenant, alarm = %def.alarm_name, error = %e, "alarm evaluation failed");
                         // A failure never counts as OK: an OK alarm can no longer vouch for
                         // itself; an ALARM is not resolved without evidence.
@@ -820,8 +838,10 @@ impl AlarmService {
                 continue;
             }
             let states: Vec<StateDoc> = changes.iter().map(|c| c.state.clone()).collect();
+            let transitions = changes.iter().filter(|c| c.transition.is_some()).count();
             match self.apply(tenant, changes, Some(end_ms)).await {
                 Ok(()) => {
+                    self.metrics.alarm_transitions.add(transitions as u64);
                     for s in states {
                         t.states.insert(s.alarm_name.clone(), s);
                     }
@@ -871,6 +891,11 @@ impl AlarmService {
                         .await;
                     let mut rows: BTreeMap<String, Vec<DeliveryRow>> = BTreeMap::new();
                     for (entry, row, keep) in results {
+                        if row.outcome == "delivered" {
+                            self.metrics.notifications_delivered.inc();
+                        } else {
+                            self.metrics.notification_failures.inc();
+                        }
                         rows.entry(entry.tenant.clone()).or_default().push(row);
                         if keep {
                             queue.insert(entry.id.clone(), entry);

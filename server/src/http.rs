@@ -51,14 +51,11 @@ async fn healthz() -> impl IntoResponse {
 
 async fn prometheus(State(s): State<HttpState>) -> impl IntoResponse {
     s.metrics.wal_bytes.set(s.wal.total_bytes());
-    let mut body = s.metrics.render();
-    body.push_str(
-        "# HELP watchtrail_alarm_evaluator Whether this server holds the alarm evaluator lease.\n\
-         # TYPE watchtrail_alarm_evaluator gauge\n",
-    );
-    body.push_str(&format!(
-        "watchtrail_alarm_evaluator {}\n",
-        u8::from(s.alarms.is_evaluator())
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    s.metrics
+        .alarm_evaluator
+        .set(u64::from(s.alarms.is_evaluator()));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }

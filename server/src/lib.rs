@@ -117,6 +117,7 @@ pub async fn serve(
         config.alarms.clone(),
         // Stable across restarts: a restarted evaluator takes its own lease back at once.
         wal.server_id().to_string(),
+        Arc::clone(&metrics),
     ));
     let alarm_stop = CancellationToken::new();
     let alarm_task = tokio::spawn(Arc::clone(&alarms).run(alarm_stop.clone()));

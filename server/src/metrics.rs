@@ -108,6 +108,20 @@ pub struct Metrics {
     pub flush_failures: Counter,
     /// Time to write and commit one flush.
     pub flush_seconds: Timer,
+    /// 1 while this server holds the alarm evaluator lease.
+    pub alarm_evaluator: Gauge,
+    /// Alarm evaluations run.
+    pub alarm_evaluations: Counter,
+    /// Alarm evaluations whose query failed.
+    pub alarm_evaluation_failures: Counter,
+    /// Alarm state changes recorded.
+    pub alarm_transitions: Counter,
+    /// Time to evaluate every alarm due at one boundary.
+    pub alarm_boundary_seconds: Timer,
+    /// Notifications delivered (2xx).
+    pub notifications_delivered: Counter,
+    /// Notification attempts that failed (retried, refused or given up).
+    pub notification_failures: Counter,
 }
 
 impl Metrics {
@@ -167,6 +181,31 @@ impl Metrics {
             "Flushes that failed and are retried.",
             &[("", self.flush_failures.get())],
         );
+        counter(
+            "watchtrail_alarm_evaluations_total",
+            "Alarm evaluations run.",
+            &[("", self.alarm_evaluations.get())],
+        );
+        counter(
+            "watchtrail_alarm_evaluation_failures_total",
+            "Alarm evaluations whose query failed.",
+            &[("", self.alarm_evaluation_failures.get())],
+        );
+        counter(
+            "watchtrail_alarm_transitions_total",
+            "Alarm state changes recorded.",
+            &[("", self.alarm_transitions.get())],
+        );
+        counter(
+            "watchtrail_notifications_delivered_total",
+            "Webhook notifications delivered.",
+            &[("", self.notifications_delivered.get())],
+        );
+        counter(
+            "watchtrail_notification_failures_total",
+            "Webhook attempts that failed (retried, refused or given up).",
+            &[("", self.notification_failures.get())],
+        );
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
@@ -179,6 +218,11 @@ impl Metrics {
             "watchtrail_buffer_rows",
             "Rows in memory not yet committed.",
             self.buffered_rows.get(),
+        );
+        gauge(
+            "watchtrail_alarm_evaluator",
+            "Whether this server holds the alarm evaluator lease.",
+            self.alarm_evaluator.get(),
         );
         let mut summary = |name: &str, help: &str, t: &Timer| {
             let secs = t.micros.load(Ordering::Relaxed) as f64 / 1e6;
@@ -197,6 +241,11 @@ impl Metrics {
             "watchtrail_flush_seconds",
             "Time to write and commit a flush.",
             &self.flush_seconds,
+        );
+        summary(
+            "watchtrail_alarm_boundary_seconds",
+            "Time to evaluate the alarms due at one boundary.",
+            &self.alarm_boundary_seconds,
         );
         out
     }

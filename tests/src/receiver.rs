@@ -22,6 +22,8 @@ pub struct Received {
     pub signature_ok: bool,
     /// The status answered.
     pub status: u16,
+    /// When it arrived, epoch milliseconds.
+    pub at_ms: i64,
 }
 
 /// The receiver.
@@ -97,6 +99,10 @@ async fn handle(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
     let body = &buf[head_end..head_end + len];
     let code = status.load(Ordering::SeqCst);
     let item = Received {
@@ -104,6 +110,7 @@ async fn handle(
         body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
         headers,
         status: code,
+        at_ms,
     };
     if let Ok(mut r) = received.lock() {
         r.push(item);

@@ -6,8 +6,10 @@
 //! target/release/watchtrail-bench metrics --hosts 100 --hours 24
 //! target/release/watchtrail-bench logs --loghub ../shared/testdata/loghub --megabytes 256
 //! target/release/watchtrail-bench query --hosts 100 --hours 72 --audit-events 10000000
+//! target/release/watchtrail-bench alarms --rounds 5 --alarms 1000
 //! ```
 
+mod alarms;
 mod query;
 
 use std::path::{Path, PathBuf};
@@ -239,6 +241,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 struct Server {
     child: Child,
     grpc: String,
+    http: String,
     store: PathBuf,
 }
 
@@ -251,6 +254,7 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
             bin.display()
         );
     }
+    std::fs::create_dir_all(dir)?;
     let addr_file = dir.join("addr");
     // A server started before in the same directory left its (now stale) addresses here.
     let _ = std::fs::remove_file(&addr_file);
@@ -276,11 +280,12 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(t) = std::fs::read_to_string(&addr_file)
-            && let Some(g) = t.lines().next()
+            && let [g, h, ..] = t.lines().collect::<Vec<_>>()[..]
         {
             return Ok(Server {
                 child,
                 grpc: format!("http://{g}"),
+                http: h.to_string(),
                 store,
             });
         }
@@ -568,9 +573,20 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Some("alarms") => {
+            alarms::bench_alarms(alarms::Options {
+                rounds: flag("--rounds", "5").parse()?,
+                alarms: flag("--alarms", "1000").parse()?,
+                cpu_window: flag("--cpu-window", "120").parse()?,
+                delay_s: flag("--delay", "1").parse()?,
+                no_peer: args.iter().any(|a| a == "--no-peer"),
+            })
+            .await
+        }
         _ => bail!(
             "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
-             | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] [--concurrency N]"
+             | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
+             | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer] [--concurrency N]"
         ),
     }
 }
