@@ -206,6 +206,13 @@ fn stable_id(parts: &[&str]) -> String {
     hex::encode(&d.as_ref()[..16])
 }
 
+/// One alarm's evaluation: its definition, its state before, and the outcome.
+type Outcome = (
+    AlarmDefinition,
+    StateDoc,
+    Result<evaluate::Evaluated, String>,
+);
+
 /// What the evaluator knows of one tenant.
 #[derive(Debug, Default)]
 struct TenantView {
@@ -304,18 +311,19 @@ impl AlarmService {
         Ok(created)
     }
 
+    async fn alarm_doc(&self, tenant: &str, name: &str) -> Result<AlarmDoc, ApiError> {
+        self.control
+            .get::<AlarmDoc>(tenant, Doc::Alarm, name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("alarm `{name}` does not exist")))
+    }
+
     /// One alarm with its state, shaped like DescribeAlarms' `MetricAlarms` items.
     ///
     /// # Errors
     /// Not found, storage errors.
     pub async fn describe_alarm(&self, tenant: &str, name: &str) -> Result<Value, ApiError> {
-        let Some(doc) = self
-            .control
-            .get::<AlarmDoc>(tenant, Doc::Alarm, name)
-            .await?
-        else {
-            return Err(ApiError::NotFound(format!("alarm `{name}` does not exist")));
-        };
+        let doc = self.alarm_doc(tenant, name).await?;
         let state = self
             .control
             .get::<StateDoc>(tenant, Doc::State, name)
@@ -368,13 +376,7 @@ impl AlarmService {
     /// # Errors
     /// Not found, storage errors.
     pub async fn delete_alarm(&self, tenant: &str, name: &str) -> Result<(), ApiError> {
-        let Some(doc) = self
-            .control
-            .get::<AlarmDoc>(tenant, Doc::Alarm, name)
-            .await?
-        else {
-            return Err(ApiError::NotFound(format!("alarm `{name}` does not exist")));
-        };
+        let doc = self.alarm_doc(tenant, name).await?;
         self.control.delete(tenant, Doc::Alarm, name).await?;
         self.control.delete(tenant, Doc::State, name).await?;
         self.append_history(
@@ -399,13 +401,7 @@ impl AlarmService {
         reason: String,
         reason_data: Value,
     ) -> Result<(), ApiError> {
-        let Some(doc) = self
-            .control
-            .get::<AlarmDoc>(tenant, Doc::Alarm, name)
-            .await?
-        else {
-            return Err(ApiError::NotFound(format!("alarm `{name}` does not exist")));
-        };
+        let doc = self.alarm_doc(tenant, name).await?;
         let now = now_ms();
         let current = self
             .control
@@ -741,21 +737,56 @@ impl AlarmService {
                         (def.clone(), current, matching)
                     })
                     .collect();
-            let jobs = jobs.into_iter().map(|(def, current, matching)| {
+            // Alarms on the same metric that differ only in dimension values share one query.
+            let mut singles = Vec::new();
+            let mut groups: BTreeMap<String, Vec<(AlarmDefinition, StateDoc)>> = BTreeMap::new();
+            for (def, current, matching) in jobs {
+                match evaluate::group_key(&def) {
+                    Some(k) if matching.is_empty() => {
+                        groups.entry(k).or_default().push((def, current));
+                    }
+                    _ => singles.push((def, current, matching)),
+                }
+            }
+            let mut work: Vec<futures::future::BoxFuture<'_, Vec<Outcome>>> = Vec::new();
+            for (_, group) in groups {
+                if group.len() == 1 {
+                    let (def, current) = group.into_iter().next().expect("one member");
+                    singles.push((def, current, Vec::new()));
+                    continue;
+                }
                 let engine = self.engine.clone();
                 let tenant = tenant.clone();
-                async move {
+                work.push(Box::pin(async move {
+                    let members: Vec<(&AlarmDefinition, AlarmState)> =
+                        group.iter().map(|(d, c)| (d, c.state)).collect();
+                    let results =
+                        evaluate::evaluate_group(&engine, &tenant, &members, end_ms).await;
+                    group
+                        .into_iter()
+                        .zip(results)
+                        .map(|((d, c), r)| (d, c, r))
+                        .collect()
+                }));
+            }
+            for (def, current, matching) in singles {
+                let engine = self.engine.clone();
+                let tenant = tenant.clone();
+                work.push(Box::pin(async move {
                     let refs: Vec<&MetricFilter> = matching.iter().collect();
                     let result =
                         evaluate::evaluate(&engine, &tenant, &def, &refs, current.state, end_ms)
                             .await;
-                    (def, current, result)
-                }
-            });
-            let results: Vec<_> = futures::stream::iter(jobs)
+                    vec![(def, current, result)]
+                }));
+            }
+            let results: Vec<Outcome> = futures::stream::iter(work)
                 .buffer_unordered(EVALUATION_CONCURRENCY)
-                .collect()
-                .await;
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
             let now = now_ms();
             let mut changes = Vec::new();
             for (def, current, result) in results {

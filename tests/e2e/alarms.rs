@@ -790,3 +790,70 @@ async fn on_s3_the_lease_admits_one_evaluator() {
     b.stop().await;
     moto.stop().await;
 }
+
+/// Alarms on one metric that differ only in dimension values are evaluated by one grouped query;
+/// each still sees exactly its own series.
+#[tokio::test]
+async fn alarms_sharing_a_metric_see_only_their_own_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(fast(ServerOptions::local(dir.path()))).await;
+    for (name, host, periods) in [
+        ("g-h1", "h1", 1),
+        ("g-h2", "h2", 1),
+        ("g-h3", "h3", 1),
+        ("g2-h1", "h1", 2),
+    ] {
+        let alarm = json!({
+            "Namespace": "App", "MetricName": "Latency", "Dimensions": [{"Name": "host", "Value": host}],
+            "Statistic": "Average", "Period": 10, "EvaluationPeriods": periods, "DatapointsToAlarm": 1,
+            "Threshold": 100, "ComparisonOperator": "GreaterThanThreshold"
+        });
+        assert_eq!(
+            put(&server, &format!("/v1/alarms/{name}"), &alarm)
+                .await
+                .status,
+            201
+        );
+    }
+    let mut client = server.client().await;
+    let now = chrono_now_ms();
+    let datum = |dims: &[(&str, &str)], v: f64| MetricDatum {
+        namespace: "App".into(),
+        metric_name: "Latency".into(),
+        dimensions: dims
+            .iter()
+            .map(|(n, v)| watchtrail_proto::v1::Dimension {
+                name: (*n).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+        timestamp_ms: now,
+        data: Some(metric_datum::Data::Value(v)),
+        unit: "Milliseconds".into(),
+        storage_resolution: 1,
+    };
+    client
+        .put_metric_data(PutMetricDataRequest {
+            idempotency_id: "grouped".into(),
+            metric_data: vec![
+                datum(&[("host", "h1")], 500.0),
+                datum(&[("host", "h2")], 5.0),
+                datum(&[("host", "h4")], 900.0),
+                // Another dimension set: a different metric for CloudWatch, never h2's.
+                datum(&[("host", "h2"), ("az", "a")], 900.0),
+            ],
+            series: vec![],
+        })
+        .await
+        .expect("put metrics");
+    wait_state(&server, "g-h1", "ALARM", Duration::from_secs(30)).await;
+    wait_state(&server, "g2-h1", "ALARM", Duration::from_secs(30)).await;
+    wait_state(&server, "g-h2", "OK", Duration::from_secs(30)).await;
+    let h3 = get(&server, "/v1/alarms/g-h3").await.json();
+    assert_eq!(h3["StateValue"], "INSUFFICIENT_DATA", "{h3}");
+    let reason = get(&server, "/v1/alarms/g-h2").await.json()["StateReason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("[5.0 ("), "{reason}");
+}

@@ -204,6 +204,23 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// "2 missing datapoints were treated as [Breaching]".
+fn filled_text(filled: usize, breaching: bool) -> String {
+    format!(
+        "{} treated as [{}]",
+        if filled == 1 {
+            "1 missing datapoint was".to_string()
+        } else {
+            format!("{filled} missing datapoints were")
+        },
+        if breaching {
+            "Breaching"
+        } else {
+            "NonBreaching"
+        }
+    )
+}
+
 fn short_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%d/%m/%y %H:%M:%S").to_string())
@@ -253,18 +270,9 @@ impl Decision {
                 let to_alarm = self.state == AlarmState::Alarm;
                 if evaluated.is_empty() {
                     return format!(
-                        "Threshold Crossed: no datapoints were received for {} and {} treated as [{}].",
+                        "Threshold Crossed: no datapoints were received for {} and {}.",
                         plural(*filled, "period", "periods"),
-                        if *filled == 1 {
-                            "1 missing datapoint was".to_string()
-                        } else {
-                            format!("{filled} missing datapoints were")
-                        },
-                        if *filled_breaching {
-                            "Breaching"
-                        } else {
-                            "NonBreaching"
-                        }
+                        filled_text(*filled, *filled_breaching)
                     );
                 }
                 let shown: Vec<String> = evaluated
@@ -299,19 +307,7 @@ impl Decision {
                     self.state,
                 );
                 if *filled > 0 {
-                    text.push_str(&format!(
-                        " {} treated as [{}].",
-                        if *filled == 1 {
-                            "1 missing datapoint was".to_string()
-                        } else {
-                            format!("{filled} missing datapoints were")
-                        },
-                        if *filled_breaching {
-                            "Breaching"
-                        } else {
-                            "NonBreaching"
-                        }
-                    ));
+                    text.push_str(&format!(" {}.", filled_text(*filled, *filled_breaching)));
                 }
                 if *premature {
                     text.push_str(

@@ -109,7 +109,15 @@ pub fn alarm_sql(def: &AlarmDefinition, filters: &[&MetricFilter], w: Window) ->
             parts.join(" UNION ALL ")
         );
     }
-    let mut filters_sql = vec![
+    metric_sql(def, &[def], w)
+}
+
+/// The SQL over `metrics` for alarms that differ only in dimension values (one alarm, or a
+/// group: see [`group_key`]): `ts`, `v`, `n`, then one column per dimension name, sorted, when
+/// there is more than one alarm.
+fn metric_sql(def: &AlarmDefinition, all: &[&AlarmDefinition], w: Window) -> String {
+    let (start, end) = (time_lit(w.start_ms), time_lit(w.end_ms));
+    let mut conds = vec![
         format!(
             "namespace = {}",
             lit(def.namespace.as_deref().unwrap_or_default())
@@ -122,11 +130,28 @@ pub fn alarm_sql(def: &AlarmDefinition, filters: &[&MetricFilter], w: Window) ->
         format!("time < {end}"),
         format!("cardinality(dimensions) = {}", def.dimensions.len()),
     ];
-    for d in &def.dimensions {
-        filters_sql.push(format!("dimensions[{}] = {}", lit(&d.name), lit(&d.value)));
+    let mut names: Vec<&str> = def.dimensions.iter().map(|d| d.name.as_str()).collect();
+    names.sort_unstable();
+    for n in &names {
+        let mut values: Vec<String> = all
+            .iter()
+            .flat_map(|a| {
+                a.dimensions
+                    .iter()
+                    .filter(|d| d.name == *n)
+                    .map(|d| lit(&d.value))
+            })
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        conds.push(if values.len() == 1 {
+            format!("dimensions[{}] = {}", lit(n), values[0])
+        } else {
+            format!("dimensions[{}] IN ({})", lit(n), values.join(", "))
+        });
     }
     if let Some(u) = &def.unit {
-        filters_sql.push(format!("unit = {}", lit(u)));
+        conds.push(format!("unit = {}", lit(u)));
     }
     use watchtrail_query::alarm::Statistic::*;
     let (value, count) = match (
@@ -148,10 +173,27 @@ pub fn alarm_sql(def: &AlarmDefinition, filters: &[&MetricFilter], w: Window) ->
             "sum(coalesce(sample_count, 1))".to_string(),
         ),
     };
+    let grouped = all.len() > 1;
+    let mut select = vec![
+        format!(
+            "date_bin(INTERVAL '{} seconds', time, {start}) AS ts",
+            w.period_ms / 1000
+        ),
+        format!("{value} AS v"),
+        format!("{count} AS n"),
+    ];
+    let mut group = vec!["1".to_string()];
+    if grouped {
+        for (i, n) in names.iter().enumerate() {
+            select.push(format!("dimensions[{}] AS d{i}", lit(n)));
+            group.push((i + 4).to_string());
+        }
+    }
     format!(
-        "SELECT {}, {value} AS v, {count} AS n FROM metrics WHERE {} GROUP BY 1",
-        bucket("time"),
-        filters_sql.join(" AND ")
+        "SELECT {} FROM metrics WHERE {} GROUP BY {}",
+        select.join(", "),
+        conds.join(" AND "),
+        group.join(", ")
     )
 }
 
@@ -225,26 +267,16 @@ pub fn rule_of(def: &AlarmDefinition) -> Rule {
     }
 }
 
-/// Runs the alarm's query over the window ending at `end_ms` and decides its state.
-///
-/// # Errors
-/// The query's error (bad SQL in a SQL alarm, storage down, timeout), as text.
-pub async fn evaluate(
-    engine: &Engine,
-    tenant: &str,
-    def: &AlarmDefinition,
-    filters: &[&MetricFilter],
-    current: AlarmState,
-    end_ms: i64,
-) -> Result<Evaluated, String> {
-    let w = Window::ending_at(def, end_ms);
-    let sql = alarm_sql(def, filters, w);
-    let result = engine
-        .collect(tenant, &sql)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut by_start: HashMap<i64, (Option<f64>, f64)> = HashMap::new();
-    for batch in &result.batches {
+/// A statistic per period start (epoch ms): the value (if any) and the sample count.
+pub type Series = HashMap<i64, (Option<f64>, f64)>;
+
+/// Reads `ts`, `v`, `n` and then `key_columns` string columns of the result into series by key.
+fn read_series(
+    batches: &[arrow::array::RecordBatch],
+    key_columns: usize,
+) -> Result<HashMap<Vec<String>, Series>, String> {
+    let mut out: HashMap<Vec<String>, Series> = HashMap::new();
+    for batch in batches {
         let ts = cast(
             batch.column(0),
             &DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -255,6 +287,10 @@ pub async fn evaluate(
             .map_err(|e| format!("the alarm query's value: {e}"))?;
         let n = cast(batch.column(2), &DataType::Float64)
             .map_err(|e| format!("the alarm query's count: {e}"))?;
+        let keys = (0..key_columns)
+            .map(|k| cast(batch.column(3 + k), &DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the alarm query's dimensions: {e}"))?;
         let (ts, v, n) = (
             ts.as_primitive::<Int64Type>(),
             v.as_primitive::<Float64Type>(),
@@ -264,23 +300,44 @@ pub async fn evaluate(
             if ts.is_null(i) {
                 continue;
             }
+            let key: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    let k = k.as_string::<i32>();
+                    if k.is_null(i) {
+                        String::new()
+                    } else {
+                        k.value(i).to_string()
+                    }
+                })
+                .collect();
             let value = (!v.is_null(i))
                 .then(|| v.value(i))
                 .filter(|x| x.is_finite());
             let count = if n.is_null(i) { 0.0 } else { n.value(i) };
-            by_start.insert(ts.value(i), (value, count));
+            out.entry(key)
+                .or_default()
+                .insert(ts.value(i), (value, count));
         }
     }
-    let default = filters
-        .iter()
-        .filter_map(|f| f.transformation().and_then(|t| t.default_value))
-        .next();
+    Ok(out)
+}
+
+/// Decides an alarm's state from its series over the window ending at `end_ms`.
+pub fn decide(
+    def: &AlarmDefinition,
+    default: Option<f64>,
+    series: &Series,
+    current: AlarmState,
+    end_ms: i64,
+) -> Evaluated {
+    let w = Window::ending_at(def, end_ms);
     let mut points = Vec::with_capacity(w.range);
     let mut low_samples = false;
     let floor = def.low_sample_floor();
     for i in 0..w.range {
         let start_ms = w.start_ms + i as i64 * w.period_ms;
-        let (value, count) = by_start.get(&start_ms).copied().unwrap_or((None, 0.0));
+        let (value, count) = series.get(&start_ms).copied().unwrap_or((None, 0.0));
         let value = value.or(default);
         if let (Some(f), Some(_)) = (floor, value)
             && count < f
@@ -296,11 +353,114 @@ pub async fn evaluate(
         let values: Vec<Option<f64>> = points.iter().map(|p| p.value).collect();
         Some(rule.decide(&values, current))
     };
-    Ok(Evaluated {
+    Evaluated {
         decision,
         points,
         rule,
-    })
+    }
+}
+
+/// Runs one alarm's query over the window ending at `end_ms` and decides its state.
+///
+/// # Errors
+/// The query's error (bad SQL in a SQL alarm, storage down, timeout), as text.
+pub async fn evaluate(
+    engine: &Engine,
+    tenant: &str,
+    def: &AlarmDefinition,
+    filters: &[&MetricFilter],
+    current: AlarmState,
+    end_ms: i64,
+) -> Result<Evaluated, String> {
+    let sql = alarm_sql(def, filters, Window::ending_at(def, end_ms));
+    let result = engine
+        .collect(tenant, &sql)
+        .await
+        .map_err(|e| e.to_string())?;
+    let series = read_series(&result.batches, 0)?
+        .remove(&Vec::new())
+        .unwrap_or_default();
+    let default = filters
+        .iter()
+        .filter_map(|f| f.transformation().and_then(|t| t.default_value))
+        .next();
+    Ok(decide(def, default, &series, current, end_ms))
+}
+
+/// Metric alarms that one query can serve: same namespace, metric, period, statistic, unit and
+/// dimension names; they differ only in dimension values. `None` for alarms evaluated alone (SQL
+/// alarms, metrics made by metric filters).
+pub fn group_key(def: &AlarmDefinition) -> Option<String> {
+    if def.query.is_some() {
+        return None;
+    }
+    let mut names: Vec<&str> = def.dimensions.iter().map(|d| d.name.as_str()).collect();
+    names.sort_unstable();
+    Some(
+        [
+            def.namespace.as_deref().unwrap_or_default(),
+            def.metric_name.as_deref().unwrap_or_default(),
+            &def.period.to_string(),
+            &def.statistic_name(),
+            def.unit.as_deref().unwrap_or_default(),
+            &names.join("\u{1e}"),
+        ]
+        .join("\u{1f}"),
+    )
+}
+
+/// The dimension values of an alarm in the order of `names`.
+fn dimension_key(def: &AlarmDefinition, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| {
+            def.dimensions
+                .iter()
+                .find(|d| &d.name == n)
+                .map(|d| d.value.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// One query for a group of alarms (see [`group_key`]), grouped by dimension values; the
+/// dimension names in the order of the key columns.
+pub fn group_sql(defs: &[&AlarmDefinition], end_ms: i64) -> (String, Vec<String>) {
+    let first = defs[0];
+    let w = defs
+        .iter()
+        .map(|d| Window::ending_at(d, end_ms))
+        .max_by_key(|w| w.range)
+        .unwrap_or_else(|| Window::ending_at(first, end_ms));
+    let mut names: Vec<String> = first.dimensions.iter().map(|d| d.name.clone()).collect();
+    names.sort_unstable();
+    (metric_sql(first, defs, w), names)
+}
+
+/// Evaluates a group of alarms with one query; each gets its own outcome.
+pub async fn evaluate_group(
+    engine: &Engine,
+    tenant: &str,
+    alarms: &[(&AlarmDefinition, AlarmState)],
+    end_ms: i64,
+) -> Vec<Result<Evaluated, String>> {
+    let defs: Vec<&AlarmDefinition> = alarms.iter().map(|(d, _)| *d).collect();
+    let (sql, names) = group_sql(&defs, end_ms);
+    let fetched = match engine.collect(tenant, &sql).await {
+        Ok(r) => read_series(&r.batches, names.len()),
+        Err(e) => Err(e.to_string()),
+    };
+    let empty = Series::new();
+    alarms
+        .iter()
+        .map(|(def, current)| match &fetched {
+            Ok(by_key) => {
+                let series = by_key.get(&dimension_key(def, &names)).unwrap_or(&empty);
+                Ok(decide(def, None, series, *current, end_ms))
+            }
+            Err(e) => Err(e.clone()),
+        })
+        .collect()
 }
 
 #[cfg(test)]

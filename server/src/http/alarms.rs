@@ -84,6 +84,13 @@ fn body_json(body: &Bytes) -> Result<Value, Box<Response>> {
     })
 }
 
+/// The body as JSON with the path's name in its name field.
+fn named_body(body: &Bytes, field: &str, name: &str) -> Result<Value, Box<Response>> {
+    let mut v = body_json(body)?;
+    name_into(&mut v, field, name)?;
+    Ok(v)
+}
+
 /// The path's name goes into the body's name field; a different one in the body is refused.
 fn name_into(v: &mut Value, field: &str, name: &str) -> Result<(), Box<Response>> {
     let Some(obj) = v.as_object_mut() else {
@@ -122,13 +129,10 @@ async fn put_alarm(
     body: Bytes,
 ) -> Response {
     let tenant = tenant_or_return!(headers);
-    let mut v = match body_json(&body) {
+    let v = match named_body(&body, "AlarmName", &name) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = name_into(&mut v, "AlarmName", &name) {
-        return *r;
-    }
     let def = match AlarmDefinition::from_value(v) {
         Ok(d) => d,
         Err(e) => return api_error(e.into()),
@@ -338,13 +342,10 @@ async fn put_filter(
     body: Bytes,
 ) -> Response {
     let tenant = tenant_or_return!(headers);
-    let mut v = match body_json(&body) {
+    let v = match named_body(&body, "filterName", &name) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = name_into(&mut v, "filterName", &name) {
-        return *r;
-    }
     let f = match MetricFilter::from_value(v) {
         Ok(f) => f,
         Err(e) => return api_error(e.into()),
@@ -382,13 +383,10 @@ async fn put_destination(
     body: Bytes,
 ) -> Response {
     let tenant = tenant_or_return!(headers);
-    let mut v = match body_json(&body) {
+    let v = match named_body(&body, "Name", &name) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = name_into(&mut v, "Name", &name) {
-        return *r;
-    }
     let d: Destination = match serde_json::from_value(v) {
         Ok(d) => d,
         Err(e) => {
