@@ -201,6 +201,35 @@ fn config_history(def: &AlarmDefinition, what: &str, at_ms: i64) -> HistoryRow {
     }
 }
 
+/// The `Action` history item of a finished delivery (none while it is still being retried).
+fn action_history(row: &DeliveryRow) -> Option<HistoryRow> {
+    let summary = match row.outcome {
+        "delivered" => format!("Successfully executed action {}", row.destination),
+        "retrying" => return None,
+        _ => format!("Failed to execute action {}", row.destination),
+    };
+    Some(HistoryRow {
+        at_ms: row.at_ms,
+        alarm_name: row.alarm_name.clone(),
+        item_type: "Action",
+        summary,
+        old_state: None,
+        new_state: Some(row.new_state.clone()),
+        reason: row.error.clone(),
+        reason_data: None,
+        history_data: json!({
+            "actionState": if row.outcome == "delivered" { "Succeeded" } else { "Failed" },
+            "notificationResource": row.destination,
+            "deliveryId": row.delivery_id,
+            "outcome": row.outcome,
+            "attempts": row.attempt,
+            "statusCode": row.status_code,
+            "error": row.error,
+        })
+        .to_string(),
+    })
+}
+
 fn stable_id(parts: &[&str]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, parts.join("\u{1f}").as_bytes());
     hex::encode(&d.as_ref()[..16])
@@ -935,6 +964,11 @@ impl AlarmService {
                         }
                     }
                     for (tenant, rows) in rows {
+                        let actions: Vec<HistoryRow> =
+                            rows.iter().filter_map(action_history).collect();
+                        if let Err(e) = self.append_history(&tenant, &actions, None).await {
+                            warn!(tenant, error = %e, "cannot record alarm actions in the history");
+                        }
                         let appended = match history::deliveries_batch(&rows) {
                             Ok(b) => self
                                 .storage

@@ -604,6 +604,72 @@ async fn the_cli_manages_alarms_filters_and_destinations() {
     )))
     .expect("json");
     assert_eq!(described["Namespace"], "CISBenchmark");
+    let actions = wait_for(
+        "the Action history item",
+        Duration::from_secs(10),
+        || async {
+            let h = ok(&cli(
+                &server,
+                &[
+                    "alarms",
+                    "history",
+                    "CIS-RootAccountUsage",
+                    "--history-item-type",
+                    "Action",
+                ],
+            ));
+            h.contains("Successfully executed action security")
+                .then_some(h)
+        },
+    )
+    .await;
+    assert!(actions.contains("Succeeded"), "{actions}");
+
+    // A receiver that refuses (4xx other than 429) is not retried.
+    receiver.answer_with(400);
+    // The CIS alarms notify on ALARM only: back to OK quietly, then ALARM again.
+    for state in ["OK", "ALARM"] {
+        ok(&cli(
+            &server,
+            &[
+                "alarms",
+                "set-state",
+                "CIS-RootAccountUsage",
+                "--state-value",
+                state,
+                "--state-reason",
+                "refused",
+            ],
+        ));
+    }
+    wait_for("the refused attempt", Duration::from_secs(10), || async {
+        (receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 400)
+            .count()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 400)
+            .count(),
+        1,
+        "a 400 is final"
+    );
+    let rejected = server
+        .http_query(
+            "SELECT outcome, status_code FROM webhook_deliveries WHERE outcome = 'rejected'",
+            "application/json",
+        )
+        .await
+        .json();
+    assert_eq!(rejected["rows"][0]["status_code"], 400, "{rejected}");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(
