@@ -766,7 +766,8 @@ impl AlarmService {
                         (def.clone(), current, matching)
                     })
                     .collect();
-            // Alarms on the same metric that differ only in dimension values share one query.
+            // Alarms in one namespace that differ only in metric name and dimension values share
+            // one query.
             let mut singles = Vec::new();
             let mut groups: BTreeMap<String, Vec<(AlarmDefinition, StateDoc)>> = BTreeMap::new();
             for (def, current, matching) in jobs {

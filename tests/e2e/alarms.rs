@@ -857,20 +857,21 @@ async fn on_s3_the_lease_admits_one_evaluator() {
     moto.stop().await;
 }
 
-/// Alarms on one metric that differ only in dimension values are evaluated by one grouped query;
-/// each still sees exactly its own series.
+/// Alarms in one namespace that differ only in metric name and dimension values are evaluated
+/// by one grouped query; each still sees exactly its own series.
 #[tokio::test]
 async fn alarms_sharing_a_metric_see_only_their_own_series() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(fast(ServerOptions::local(dir.path()))).await;
-    for (name, host, periods) in [
-        ("g-h1", "h1", 1),
-        ("g-h2", "h2", 1),
-        ("g-h3", "h3", 1),
-        ("g2-h1", "h1", 2),
+    for (name, metric, host, periods) in [
+        ("g-h1", "Latency", "h1", 1),
+        ("g-h2", "Latency", "h2", 1),
+        ("g-h3", "Latency", "h3", 1),
+        ("g2-h1", "Latency", "h1", 2),
+        ("q-h2", "Queue", "h2", 1),
     ] {
         let alarm = json!({
-            "Namespace": "App", "MetricName": "Latency", "Dimensions": [{"Name": "host", "Value": host}],
+            "Namespace": "App", "MetricName": metric, "Dimensions": [{"Name": "host", "Value": host}],
             "Statistic": "Average", "Period": 10, "EvaluationPeriods": periods, "DatapointsToAlarm": 1,
             "Threshold": 100, "ComparisonOperator": "GreaterThanThreshold"
         });
@@ -883,9 +884,9 @@ async fn alarms_sharing_a_metric_see_only_their_own_series() {
     }
     let mut client = server.client().await;
     let now = chrono_now_ms();
-    let datum = |dims: &[(&str, &str)], v: f64| MetricDatum {
+    let datum = |metric: &str, dims: &[(&str, &str)], v: f64| MetricDatum {
         namespace: "App".into(),
-        metric_name: "Latency".into(),
+        metric_name: metric.into(),
         dimensions: dims
             .iter()
             .map(|(n, v)| watchtrail_proto::v1::Dimension {
@@ -902,11 +903,12 @@ async fn alarms_sharing_a_metric_see_only_their_own_series() {
         .put_metric_data(PutMetricDataRequest {
             idempotency_id: "grouped".into(),
             metric_data: vec![
-                datum(&[("host", "h1")], 500.0),
-                datum(&[("host", "h2")], 5.0),
-                datum(&[("host", "h4")], 900.0),
+                datum("Latency", &[("host", "h1")], 500.0),
+                datum("Latency", &[("host", "h2")], 5.0),
+                datum("Latency", &[("host", "h4")], 900.0),
                 // Another dimension set: a different metric for CloudWatch, never h2's.
-                datum(&[("host", "h2"), ("az", "a")], 900.0),
+                datum("Latency", &[("host", "h2"), ("az", "a")], 900.0),
+                datum("Queue", &[("host", "h2")], 300.0),
             ],
             series: vec![],
         })
@@ -915,6 +917,7 @@ async fn alarms_sharing_a_metric_see_only_their_own_series() {
     wait_state(&server, "g-h1", "ALARM", Duration::from_secs(30)).await;
     wait_state(&server, "g2-h1", "ALARM", Duration::from_secs(30)).await;
     wait_state(&server, "g-h2", "OK", Duration::from_secs(30)).await;
+    wait_state(&server, "q-h2", "ALARM", Duration::from_secs(30)).await;
     let h3 = get(&server, "/v1/alarms/g-h3").await.json();
     assert_eq!(h3["StateValue"], "INSUFFICIENT_DATA", "{h3}");
     let reason = get(&server, "/v1/alarms/g-h2").await.json()["StateReason"]

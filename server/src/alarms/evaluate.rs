@@ -112,20 +112,27 @@ pub fn alarm_sql(def: &AlarmDefinition, filters: &[&MetricFilter], w: Window) ->
     metric_sql(def, &[def], w)
 }
 
-/// The SQL over `metrics` for alarms that differ only in dimension values (one alarm, or a
-/// group: see [`group_key`]): `ts`, `v`, `n`, then one column per dimension name, sorted, when
-/// there is more than one alarm.
+/// The SQL over `metrics` for alarms that differ only in metric name and dimension values (one
+/// alarm, or a group: see [`group_key`]): `ts`, `v`, `n`, then, when there is more than one
+/// alarm, the metric name and one column per dimension name, sorted.
 fn metric_sql(def: &AlarmDefinition, all: &[&AlarmDefinition], w: Window) -> String {
     let (start, end) = (time_lit(w.start_ms), time_lit(w.end_ms));
+    let mut metrics: Vec<String> = all
+        .iter()
+        .map(|a| lit(a.metric_name.as_deref().unwrap_or_default()))
+        .collect();
+    metrics.sort_unstable();
+    metrics.dedup();
     let mut conds = vec![
         format!(
             "namespace = {}",
             lit(def.namespace.as_deref().unwrap_or_default())
         ),
-        format!(
-            "metric_name = {}",
-            lit(def.metric_name.as_deref().unwrap_or_default())
-        ),
+        if metrics.len() == 1 {
+            format!("metric_name = {}", metrics[0])
+        } else {
+            format!("metric_name IN ({})", metrics.join(", "))
+        },
         format!("time >= {start}"),
         format!("time < {end}"),
         format!("cardinality(dimensions) = {}", def.dimensions.len()),
@@ -184,9 +191,11 @@ fn metric_sql(def: &AlarmDefinition, all: &[&AlarmDefinition], w: Window) -> Str
     ];
     let mut group = vec!["1".to_string()];
     if grouped {
+        select.push("metric_name AS m".to_string());
+        group.push("4".to_string());
         for (i, n) in names.iter().enumerate() {
             select.push(format!("dimensions[{}] AS d{i}", lit(n)));
-            group.push((i + 4).to_string());
+            group.push((i + 5).to_string());
         }
     }
     format!(
@@ -387,9 +396,9 @@ pub async fn evaluate(
     Ok(decide(def, default, &series, current, end_ms))
 }
 
-/// Metric alarms that one query can serve: same namespace, metric, period, statistic, unit and
-/// dimension names; they differ only in dimension values. `None` for alarms evaluated alone (SQL
-/// alarms, metrics made by metric filters).
+/// Metric alarms that one query can serve: same namespace, period, statistic, unit and
+/// dimension names; they differ only in metric name and dimension values. `None` for alarms
+/// evaluated alone (SQL alarms, metrics made by metric filters).
 pub fn group_key(def: &AlarmDefinition) -> Option<String> {
     if def.query.is_some() {
         return None;
@@ -399,7 +408,6 @@ pub fn group_key(def: &AlarmDefinition) -> Option<String> {
     Some(
         [
             def.namespace.as_deref().unwrap_or_default(),
-            def.metric_name.as_deref().unwrap_or_default(),
             &def.period.to_string(),
             &def.statistic_name(),
             def.unit.as_deref().unwrap_or_default(),
@@ -409,17 +417,17 @@ pub fn group_key(def: &AlarmDefinition) -> Option<String> {
     )
 }
 
-/// The dimension values of an alarm in the order of `names`.
-fn dimension_key(def: &AlarmDefinition, names: &[String]) -> Vec<String> {
-    names
-        .iter()
-        .map(|n| {
+/// An alarm's metric name, then its dimension values in the order of `names`: the key of its
+/// series in a grouped query's result.
+fn series_key(def: &AlarmDefinition, names: &[String]) -> Vec<String> {
+    std::iter::once(def.metric_name.clone().unwrap_or_default())
+        .chain(names.iter().map(|n| {
             def.dimensions
                 .iter()
                 .find(|d| &d.name == n)
                 .map(|d| d.value.clone())
                 .unwrap_or_default()
-        })
+        }))
         .collect()
 }
 
@@ -447,7 +455,7 @@ pub async fn evaluate_group(
     let defs: Vec<&AlarmDefinition> = alarms.iter().map(|(d, _)| *d).collect();
     let (sql, names) = group_sql(&defs, end_ms);
     let fetched = match engine.collect(tenant, &sql).await {
-        Ok(r) => read_series(&r.batches, names.len()),
+        Ok(r) => read_series(&r.batches, names.len() + 1),
         Err(e) => Err(e.to_string()),
     };
     let empty = Series::new();
@@ -455,7 +463,7 @@ pub async fn evaluate_group(
         .iter()
         .map(|(def, current)| match &fetched {
             Ok(by_key) => {
-                let series = by_key.get(&dimension_key(def, &names)).unwrap_or(&empty);
+                let series = by_key.get(&series_key(def, &names)).unwrap_or(&empty);
                 Ok(decide(def, None, series, *current, end_ms))
             }
             Err(e) => Err(e.clone()),

@@ -28,6 +28,10 @@ pub(crate) struct Options {
     pub(crate) delay_s: u64,
     /// Skip vmalert.
     pub(crate) no_peer: bool,
+    /// Skip the latency rounds (CPU only).
+    pub(crate) cpu_only: bool,
+    /// Every alarm on its own metric (no two alarms can share a query).
+    pub(crate) distinct: bool,
 }
 
 async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
@@ -294,6 +298,14 @@ async fn alarm_cpu(o: &Options, dir: &Path) -> anyhow::Result<()> {
     let pid = server.child.id();
     let grpc_url = server.grpc.clone();
     let hosts = o.alarms;
+    let distinct = o.distinct;
+    let metric = move |h: usize| {
+        if distinct {
+            format!("cpu_usage_active_h{h}")
+        } else {
+            "cpu_usage_active".to_string()
+        }
+    };
     // An agent fleet: one point per host every 10 s.
     let feeder = tokio::spawn(async move {
         let Ok(mut grpc) = client(&grpc_url).await else {
@@ -305,7 +317,7 @@ async fn alarm_cpu(o: &Options, dir: &Path) -> anyhow::Result<()> {
             let data: Vec<MetricDatum> = (0..hosts)
                 .map(|h| MetricDatum {
                     namespace: "Bench".into(),
-                    metric_name: "cpu_usage_active".into(),
+                    metric_name: metric(h),
                     dimensions: vec![Dimension {
                         name: "host".into(),
                         value: format!("h{h}"),
@@ -342,7 +354,7 @@ async fn alarm_cpu(o: &Options, dir: &Path) -> anyhow::Result<()> {
             &server.http,
             &format!("/v1/alarms/cpu-h{h}"),
             &json!({
-                "Namespace": "Bench", "MetricName": "cpu_usage_active",
+                "Namespace": "Bench", "MetricName": metric(h),
                 "Dimensions": [{"Name": "host", "Value": format!("h{h}")}],
                 "Statistic": "Average", "Period": 60, "EvaluationPeriods": 5, "DatapointsToAlarm": 3,
                 "Threshold": 90, "ComparisonOperator": "GreaterThanThreshold"
@@ -394,6 +406,18 @@ async fn alarm_cpu(o: &Options, dir: &Path) -> anyhow::Result<()> {
 /// A system that does not start or never notifies.
 pub(crate) async fn bench_alarms(o: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    if o.cpu_only {
+        println!(
+            "alarm cost: {} alarms, Period 60, 1 point per alarm's series every 10 s{}",
+            o.alarms,
+            if o.distinct {
+                ", each alarm on its own metric"
+            } else {
+                ""
+            }
+        );
+        return alarm_cpu(&o, &dir.path().join("cpu")).await;
+    }
     println!(
         "alarm latency: end of the breaching 10 s period → webhook received, delay {} s, {} rounds",
         o.delay_s, o.rounds

@@ -580,13 +580,15 @@ async fn main() -> anyhow::Result<()> {
                 cpu_window: flag("--cpu-window", "120").parse()?,
                 delay_s: flag("--delay", "1").parse()?,
                 no_peer: args.iter().any(|a| a == "--no-peer"),
+                cpu_only: args.iter().any(|a| a == "--cpu-only"),
+                distinct: args.iter().any(|a| a == "--distinct"),
             })
             .await
         }
         _ => bail!(
             "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
              | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
-             | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer] [--concurrency N]"
+             | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] [--concurrency N]"
         ),
     }
 }
