@@ -135,11 +135,18 @@ async fn flushes_by_age_without_a_shutdown() {
         },
     )
     .await;
-    let (_, body) = server.http_get("/metrics").await;
-    assert!(
-        body.contains("watchtrail_flush_files_committed_total 1"),
-        "{body}"
-    );
+    // The flusher counts the file just after its commit becomes visible.
+    let server_ref = &server;
+    wait_for(
+        "the committed file to be counted once",
+        Duration::from_secs(10),
+        || async move {
+            let (_, body) = server_ref.http_get("/metrics").await;
+            body.contains("watchtrail_flush_files_committed_total 1\n")
+                .then_some(())
+        },
+    )
+    .await;
     server.stop().await;
 }
 
