@@ -284,11 +284,7 @@ fn compare_value(v: &Value, op: Op, operand: &Operand) -> bool {
         },
         Value::String(s) => match operand {
             Operand::Text(g) => compare_text(s, op, g),
-            Operand::Number(x, text) => match op {
-                Op::Eq => s == text || s.parse::<f64>().is_ok_and(|f| f == *x),
-                Op::Ne => !(s == text || s.parse::<f64>().is_ok_and(|f| f == *x)),
-                _ => s.parse::<f64>().is_ok_and(|f| compare_num(f, op, *x)),
-            },
+            Operand::Number(x, text) => compare_text_number(s, op, *x, text),
         },
         Value::Bool(b) => match operand {
             Operand::Text(g) => compare_text(if *b { "true" } else { "false" }, op, g),
@@ -298,6 +294,17 @@ fn compare_value(v: &Value, op: Op, operand: &Operand) -> bool {
             Operand::Text(g) => compare_text("null", op, g),
             Operand::Number(..) => false,
         },
+    }
+}
+
+/// Text against a number literal: equal when the text is the literal or parses to its value;
+/// ordered comparisons need text that parses as a number.
+fn compare_text_number(s: &str, op: Op, x: f64, literal: &str) -> bool {
+    let equal = || s == literal || s.parse::<f64>().is_ok_and(|f| f == x);
+    match op {
+        Op::Eq => equal(),
+        Op::Ne => !equal(),
+        _ => s.parse::<f64>().is_ok_and(|f| compare_num(f, op, x)),
     }
 }
 
@@ -387,11 +394,7 @@ impl FieldCond {
             FieldCond::And(xs) => xs.iter().all(|x| x.eval(value)),
             FieldCond::Compare(op, operand) => match operand {
                 Operand::Text(g) => compare_text(value, *op, g),
-                Operand::Number(x, text) => match op {
-                    Op::Eq => value == text || value.parse::<f64>().is_ok_and(|f| f == *x),
-                    Op::Ne => !(value == text || value.parse::<f64>().is_ok_and(|f| f == *x)),
-                    _ => value.parse::<f64>().is_ok_and(|f| compare_num(f, *op, *x)),
-                },
+                Operand::Number(x, text) => compare_text_number(value, *op, *x, text),
             },
         }
     }
@@ -497,11 +500,10 @@ fn split_fields(line: &str) -> Vec<(usize, &str)> {
 // ---------------------------------------------------------------------------------------------
 // The parser
 
-struct Parser<'a> {
+struct Parser {
     chars: Vec<char>,
     pos: usize,
     regexes: usize,
-    _src: &'a str,
 }
 
 type PResult<T> = Result<T, PatternError>;
@@ -518,13 +520,12 @@ fn is_key_char(c: char) -> bool {
     !(c.is_whitespace() || ".[]=!<>()&|{}\"".contains(c))
 }
 
-impl<'a> Parser<'a> {
-    fn new(src: &'a str) -> Self {
+impl Parser {
+    fn new(src: &str) -> Self {
         Self {
             chars: src.chars().collect(),
             pos: 0,
             regexes: 0,
-            _src: src,
         }
     }
 
@@ -710,38 +711,34 @@ impl<'a> Parser<'a> {
         Ok(expr)
     }
 
-    fn json_or(&mut self) -> PResult<JsonExpr> {
-        let mut xs = vec![self.json_and()?];
+    /// Items separated by `sep` (`&&` or `||`); one item stays itself, more are combined.
+    fn separated<T>(
+        &mut self,
+        sep: &str,
+        mut item: impl FnMut(&mut Self, bool) -> PResult<T>,
+        combine: fn(Vec<T>) -> T,
+    ) -> PResult<T> {
+        let mut xs = vec![item(self, true)?];
         loop {
             self.skip_ws();
-            if self.eat("||") {
-                xs.push(self.json_and()?);
-            } else {
+            if !self.eat(sep) {
                 break;
             }
+            xs.push(item(self, false)?);
         }
         Ok(if xs.len() == 1 {
             xs.remove(0)
         } else {
-            JsonExpr::Or(xs)
+            combine(xs)
         })
     }
 
+    fn json_or(&mut self) -> PResult<JsonExpr> {
+        self.separated("||", |p, _| p.json_and(), JsonExpr::Or)
+    }
+
     fn json_and(&mut self) -> PResult<JsonExpr> {
-        let mut xs = vec![self.json_unary()?];
-        loop {
-            self.skip_ws();
-            if self.eat("&&") {
-                xs.push(self.json_unary()?);
-            } else {
-                break;
-            }
-        }
-        Ok(if xs.len() == 1 {
-            xs.remove(0)
-        } else {
-            JsonExpr::And(xs)
-        })
+        self.separated("&&", |p, _| p.json_unary(), JsonExpr::And)
     }
 
     fn json_unary(&mut self) -> PResult<JsonExpr> {
@@ -964,37 +961,15 @@ impl<'a> Parser<'a> {
     }
 
     fn field_or(&mut self, name: &str) -> PResult<FieldCond> {
-        let mut xs = vec![self.field_and(name, true)?];
-        loop {
-            self.skip_ws();
-            if self.eat("||") {
-                xs.push(self.field_and(name, false)?);
-            } else {
-                break;
-            }
-        }
-        Ok(if xs.len() == 1 {
-            xs.remove(0)
-        } else {
-            FieldCond::Or(xs)
-        })
+        self.separated("||", |p, first| p.field_and(name, first), FieldCond::Or)
     }
 
     fn field_and(&mut self, name: &str, first: bool) -> PResult<FieldCond> {
-        let mut xs = vec![self.field_compare(name, first)?];
-        loop {
-            self.skip_ws();
-            if self.eat("&&") {
-                xs.push(self.field_compare(name, false)?);
-            } else {
-                break;
-            }
-        }
-        Ok(if xs.len() == 1 {
-            xs.remove(0)
-        } else {
-            FieldCond::And(xs)
-        })
+        self.separated(
+            "&&",
+            |p, i_first| p.field_compare(name, first && i_first),
+            FieldCond::And,
+        )
     }
 
     /// One comparison of a field. After `&&`/`||` the field is named again (`status = 404 ||

@@ -535,7 +535,7 @@ impl AlarmService {
         item_type: Option<&str>,
         max: usize,
     ) -> Result<Vec<Value>, ApiError> {
-        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let lit = evaluate::lit;
         let mut conds = vec!["true".to_string()];
         if let Some(n) = name {
             conds.push(format!("alarm_name = {}", lit(n)));
@@ -848,14 +848,7 @@ impl AlarmService {
                                 tenant,
                             ));
                         } else if current.evaluation_state.is_some() {
-                            let mut state = current.clone();
-                            state.evaluation_state = None;
-                            state.updated_ms = now;
-                            changes.push(Change {
-                                def,
-                                state,
-                                transition: None,
-                            });
+                            changes.push(evaluation_state_change(def, &current, None, None, now));
                         }
                     }
                     Err(e) => {
@@ -882,15 +875,13 @@ impl AlarmService {
                                 tenant,
                             ));
                         } else if current.evaluation_state.is_none() {
-                            let mut state = current.clone();
-                            state.evaluation_state = Some("EVALUATION_ERROR".into());
-                            state.reason = reason;
-                            state.updated_ms = now;
-                            changes.push(Change {
+                            changes.push(evaluation_state_change(
                                 def,
-                                state,
-                                transition: None,
-                            });
+                                &current,
+                                Some("EVALUATION_ERROR"),
+                                Some(reason),
+                                now,
+                            ));
                         }
                     }
                 }
@@ -1098,6 +1089,27 @@ impl AlarmService {
             warn!(error = %e, "cannot remove a finished notification from the outbox");
         }
         (entry, row, keep)
+    }
+}
+
+/// A change of the evaluation state only (the alarm's state stays, nothing is notified).
+fn evaluation_state_change(
+    def: AlarmDefinition,
+    current: &StateDoc,
+    evaluation_state: Option<&str>,
+    reason: Option<String>,
+    now: i64,
+) -> Change {
+    let mut state = current.clone();
+    state.evaluation_state = evaluation_state.map(str::to_string);
+    if let Some(r) = reason {
+        state.reason = r;
+    }
+    state.updated_ms = now;
+    Change {
+        def,
+        state,
+        transition: None,
     }
 }
 

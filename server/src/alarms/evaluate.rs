@@ -18,7 +18,7 @@ use watchtrail_query::alarm::{AlarmDefinition, AlarmState, MetricFilter, Rule, p
 use watchtrail_query::engine::Engine;
 
 /// Quotes a SQL string literal.
-fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
