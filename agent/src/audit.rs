@@ -1,0 +1,226 @@
+//! Audit records from applications and CloudTrail files: one CloudTrail-shaped JSON event, an
+//! array of them, or a delivery file's `{"Records": [...]}`. Each event keeps its original JSON
+//! text; an event without an `eventID` gets a random one, so the server can store it once.
+
+use std::sync::atomic::Ordering;
+
+use prost::Message as _;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest};
+
+use crate::Context;
+use crate::spool::{Kind, Position};
+
+/// Server limits (reference section 4): records per request, bytes per request and per record.
+const MAX_RECORDS: usize = 100;
+const MAX_REQUEST_BYTES: usize = 1_000_000;
+/// Largest event, in bytes of JSON.
+pub const MAX_RECORD_BYTES: usize = 262_144;
+
+/// Why input was refused: the JSON path of the culprit and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct AuditError {
+    /// E.g. `Records[3].eventTime`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl AuditError {
+    /// An error at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A random UUID (version 4), from /dev/urandom.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok();
+    if !ok {
+        let mut j = crate::ship::Jitter::new();
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&j.next().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// `2023-07-10T11:40:13Z`-like: a date, `T`, a time.
+fn looks_like_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 19
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        && b[13] == b':'
+        && b[16] == b':'
+}
+
+fn check_event(raw: &RawValue, at: &str) -> Result<String, AuditError> {
+    let text = raw.get();
+    if text.len() > MAX_RECORD_BYTES {
+        return Err(AuditError::new(
+            at,
+            format!("event is {} bytes; at most {MAX_RECORD_BYTES}", text.len()),
+        ));
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| AuditError::new(at, e.to_string()))?;
+    let Value::Object(mut obj) = v else {
+        return Err(AuditError::new(at, "an event must be a JSON object"));
+    };
+    match obj.get("eventTime") {
+        Some(Value::String(t)) if looks_like_time(t) => {}
+        Some(_) => {
+            return Err(AuditError::new(
+                format!("{at}.eventTime"),
+                "must be a string like 2023-07-10T11:40:13Z",
+            ));
+        }
+        None => return Err(AuditError::new(format!("{at}.eventTime"), "is required")),
+    }
+    match obj.get("eventID") {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= 1024 => Ok(text.to_string()),
+        Some(_) => Err(AuditError::new(
+            format!("{at}.eventID"),
+            "must be a non-empty string of at most 1024 bytes",
+        )),
+        None => {
+            obj.insert("eventID".into(), Value::String(random_id()));
+            serde_json::to_string(&obj).map_err(|e| AuditError::new(at, e.to_string()))
+        }
+    }
+}
+
+fn position(e: &serde_json::Error) -> String {
+    format!("line {}, column {}", e.line(), e.column())
+}
+
+/// Reads one event, an array of events, or `{"Records": [...]}`; answers each event's JSON.
+pub fn parse_events(bytes: &[u8]) -> Result<Vec<String>, AuditError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| AuditError::new("", format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let trimmed = text.trim_start();
+    let mut out = Vec::new();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text)
+            .map_err(|e| AuditError::new("", format!("malformed JSON at {}: {e}", position(&e))))?;
+        for (i, raw) in items.iter().enumerate() {
+            out.push(check_event(raw, &format!("[{i}]"))?);
+        }
+        return Ok(out);
+    }
+    #[derive(serde::Deserialize)]
+    struct Delivery<'a> {
+        #[serde(rename = "Records", borrow)]
+        records: Option<Vec<&'a RawValue>>,
+    }
+    let raw: &RawValue = serde_json::from_str(text)
+        .map_err(|e| AuditError::new("", format!("malformed JSON at {}: {e}", position(&e))))?;
+    if !raw.get().starts_with('{') {
+        return Err(AuditError::new(
+            "",
+            "expected an event object, an array of events or {\"Records\": [...]}",
+        ));
+    }
+    let delivery: Delivery<'_> = serde_json::from_str(raw.get())
+        .map_err(|e| AuditError::new("Records", format!("must be an array of events: {e}")))?;
+    match delivery.records {
+        Some(records) => {
+            for (i, raw) in records.iter().enumerate() {
+                out.push(check_event(raw, &format!("Records[{i}]"))?);
+            }
+        }
+        None => out.push(check_event(raw, "")?),
+    }
+    Ok(out)
+}
+
+/// Appends events (in requests within the server's limits) and positions as one spool record.
+pub fn spool_events(ctx: &Context, events: Vec<String>, positions: Vec<Position>) -> std::io::Result<u64> {
+    let n = events.len() as u64;
+    let mut groups: Vec<Vec<AuditRecord>> = Vec::new();
+    let mut bytes = 0;
+    for json in events {
+        let size = json.len() + 8;
+        match groups.last_mut() {
+            Some(g) if g.len() < MAX_RECORDS && bytes + size <= MAX_REQUEST_BYTES => {
+                bytes += size;
+                g.push(AuditRecord { json });
+            }
+            _ => {
+                bytes = size;
+                groups.push(vec![AuditRecord { json }]);
+            }
+        }
+    }
+    let agent = &ctx.agent_id;
+    let seq = ctx.spool.append(Kind::Audit, n, positions, |seq| {
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, records)| {
+                PutAuditEventsRequest {
+                    idempotency_id: format!("{agent}-{seq}-{i}"),
+                    records,
+                }
+                .encode_to_vec()
+            })
+            .collect()
+    })?;
+    ctx.stats.audit_received.fetch_add(n, Ordering::Relaxed);
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EV: &str = r#"{"eventVersion":"1.08","eventTime":"2023-07-10T11:40:13Z","eventSource":"s3.amazonaws.com","eventName":"DeleteBucketPolicy","eventID":"e-1"}"#;
+
+    #[test]
+    fn three_shapes_are_accepted_and_the_original_text_kept() {
+        assert_eq!(parse_events(EV.as_bytes()), Ok(vec![EV.to_string()]));
+        let arr = format!("[{EV}, {EV}]");
+        assert_eq!(parse_events(arr.as_bytes()).map(|v| v.len()), Ok(2));
+        let del = format!(r#"{{"Records": [{EV}]}}"#);
+        assert_eq!(parse_events(del.as_bytes()), Ok(vec![EV.to_string()]));
+    }
+
+    #[test]
+    fn a_missing_event_id_is_filled_in() {
+        let ev = r#"{"eventTime":"2023-07-10T11:40:13Z","eventName":"X"}"#;
+        let got = parse_events(ev.as_bytes()).expect("valid");
+        let v: Value = serde_json::from_str(&got[0]).expect("json");
+        assert_eq!(v["eventID"].as_str().map(str::len), Some(36));
+        assert_eq!(v["eventName"], "X");
+    }
+
+    #[test]
+    fn malformed_input_is_refused_naming_the_place() {
+        let e = parse_events(b"{\"eventTime\": ").expect_err("truncated");
+        assert!(e.message.contains("line 1, column"), "{e}");
+        let e = parse_events(br#"{"Records":[{"eventTime":"2023-07-10T11:40:13Z"}, {"eventName":"x"}]}"#)
+            .expect_err("no time");
+        assert_eq!(e.field, "Records[1].eventTime");
+        let e = parse_events(br#"[1]"#).expect_err("not an object");
+        assert_eq!(e.field, "[0]");
+        let e = parse_events(br#"{"eventTime":"yesterday","eventID":"x"}"#).expect_err("bad time");
+        assert_eq!(e.field, ".eventTime");
+        let e = parse_events(br#""text""#).expect_err("a string");
+        assert!(e.message.contains("expected an event object"));
+        let big = format!(r#"{{"eventTime":"2023-07-10T11:40:13Z","eventID":"x","p":"{}"}}"#, "a".repeat(MAX_RECORD_BYTES));
+        assert!(parse_events(big.as_bytes()).expect_err("big").message.contains("at most 262144"));
+    }
+}

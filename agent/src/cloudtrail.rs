@@ -1,0 +1,116 @@
+//! A watched directory of CloudTrail delivery files (`.json` and `.json.gz`, any depth), each
+//! delivered once, across restarts too: a file's records and the mark that it is done go into
+//! one spool record, so a crash leaves either both or neither.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tracing::{debug, warn};
+
+use crate::Context;
+use crate::audit::{self, AuditError};
+
+/// A file younger than this that does not parse may still be being written: it is tried again.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The directory and what is known about it.
+#[derive(Debug)]
+pub struct CloudTrailDir {
+    dir: PathBuf,
+    ctx: Arc<Context>,
+}
+
+fn key(path: &Path) -> String {
+    format!("cloudtrail:{}", path.display())
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let Ok(ft) = e.file_type() else {
+            continue;
+        };
+        let path = e.path();
+        if ft.is_dir() {
+            walk(&path, out);
+        } else if ft.is_file() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".json") || name.ends_with(".json.gz") {
+                out.push(path);
+            }
+        }
+    }
+}
+
+impl CloudTrailDir {
+    /// Watches `dir`.
+    pub fn new(dir: PathBuf, ctx: Arc<Context>) -> Self {
+        Self { dir, ctx }
+    }
+
+    /// Reads every file not read before; returns how many were read.
+    pub fn scan(&mut self) -> usize {
+        let mut files = Vec::new();
+        walk(&self.dir, &mut files);
+        files.sort();
+        let mut done = 0;
+        for path in files {
+            let k = key(&path);
+            if self.ctx.spool.position(&k).is_some() {
+                continue;
+            }
+            match self.read_file(&path) {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    let young = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| SystemTime::now().duration_since(m).ok())
+                        .is_none_or(|age| age < SETTLE);
+                    if young {
+                        debug!(path = %path.display(), error = %e, "CloudTrail file not readable yet; trying again later");
+                        continue;
+                    }
+                    warn!(path = %path.display(), error = %e, "CloudTrail file cannot be read; skipped for good");
+                    self.ctx.stats.cloudtrail_failed.fetch_add(1, Ordering::Relaxed);
+                    let mark = vec![crate::spool::Position {
+                        key: k,
+                        state: format!("failed: {e}"),
+                    }];
+                    if let Err(e) = self.ctx.spool.append(crate::spool::Kind::Audit, 0, mark, |_| Vec::new()) {
+                        warn!(error = %e, "cannot write to the buffer");
+                        return done;
+                    }
+                }
+            }
+        }
+        done
+    }
+
+    fn read_file(&self, path: &Path) -> Result<(), AuditError> {
+        let bytes = std::fs::read(path).map_err(|e| AuditError::new("", e.to_string()))?;
+        let text = if path.extension().is_some_and(|e| e == "gz") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes.as_slice()), &mut out)
+                .map_err(|e| AuditError::new("", format!("not gzip: {e}")))?;
+            out
+        } else {
+            bytes
+        };
+        let events = audit::parse_events(&text)?;
+        let n = events.len() as u64;
+        audit::spool_events(&self.ctx, events, vec![crate::spool::Position {
+            key: key(path),
+            state: "done".into(),
+        }])
+        .map_err(|e| AuditError::new("", format!("cannot write to the buffer: {e}")))?;
+        self.ctx.stats.cloudtrail_files.fetch_add(1, Ordering::Relaxed);
+        debug!(path = %path.display(), events = n, "CloudTrail file read");
+        Ok(())
+    }
+}

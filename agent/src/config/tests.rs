@@ -1,0 +1,114 @@
+use super::*;
+
+#[test]
+fn the_example_in_the_repository_is_valid() {
+    let text = include_str!("../../watchtrail-agent.toml");
+    let c = Config::from_toml(text).expect("example parses");
+    assert_eq!(c.server, "http://127.0.0.1:7601");
+    assert!(!c.logs.files.is_empty());
+}
+
+#[test]
+fn defaults_are_the_cloudwatch_agent_ones() {
+    let c = Config::default();
+    assert_eq!(c.metrics.interval, Duration::from_secs(60));
+    assert_eq!(c.metrics.namespace, "CWAgent");
+    assert_eq!(c.logs.flush_interval, Duration::from_secs(5));
+    assert_eq!(c.buffer.max_bytes, 256 << 20);
+    assert!(c.metrics.wants("cpu_usage_idle"));
+}
+
+#[test]
+fn errors_name_the_field() {
+    let e = Config::from_toml("[metrics]\ninterval = \"0s\"").expect_err("too short");
+    assert_eq!(e.field, "metrics.interval");
+    let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\ntimestamp_format = \"%Y %Q\"").expect_err("bad format");
+    assert_eq!(e.field, "logs.files[0].timestamp_format");
+    assert!(e.message.contains("%Q"), "{e}");
+    let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\n[[logs.files]]\npath = \"/y\"\nmulti_line_start_pattern = \"(\"")
+        .expect_err("bad regex");
+    assert_eq!(e.field, "logs.files[1].multi_line_start_pattern");
+    let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\nlog_group = \"{nope}\"").expect_err("placeholder");
+    assert_eq!(e.field, "logs.files[0].log_group");
+    let e = Config::from_toml("[metrics]\nmeasurements = [\"cpu\", \"gpu_temp\"]").expect_err("plugin");
+    assert_eq!(e.field, "metrics.measurements[1]");
+    let e = Config::from_toml("serverr = \"x\"").expect_err("unknown key");
+    assert!(e.field.contains("line 1"), "{e}");
+    assert!(e.message.contains("serverr"), "{e}");
+    let e = Config::from_toml("[buffer]\nmax_bytes = \"12Q\"").expect_err("size");
+    assert!(e.to_string().contains("12Q"), "{e}");
+}
+
+#[test]
+fn sizes_and_durations() {
+    assert_eq!(parse_bytes("256M"), Ok(256 << 20));
+    assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+    assert_eq!(parse_bytes("4096"), Ok(4096));
+    assert!(parse_bytes("x").is_err());
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert!(parse_duration("5 parsecs").is_err());
+}
+
+const CLOUDWATCH: &str = r#"{
+  "agent": { "metrics_collection_interval": 10, "logfile": "/opt/aws/amazon-cloudwatch-agent/logs/amazon-cloudwatch-agent.log" },
+  "metrics": {
+    "namespace": "Fleet",
+    "metrics_collected": {
+      "cpu": { "resources": ["*"], "measurement": ["cpu_usage_idle", "usage_user"], "totalcpu": true },
+      "mem": { "measurement": ["mem_used_percent"] },
+      "disk": { "resources": ["/"], "measurement": [{"name": "used_percent", "rename": "DiskUsed", "unit": "Percent"}] },
+      "statsd": {}
+    }
+  },
+  "logs": {
+    "logs_collected": { "files": { "collect_list": [
+      { "file_path": "/var/log/nginx/access.log", "log_group_name": "nginx-{instance_id}", "log_stream_name": "{hostname}",
+        "timestamp_format": "%d/%b/%Y:%H:%M:%S %z", "timezone": "UTC" },
+      { "file_path": "/var/log/app/**.log", "multi_line_start_pattern": "{timestamp_format}", "timestamp_format": "%Y-%m-%d %H:%M:%S",
+        "filters": [ { "type": "exclude", "expression": "DEBUG" } ] }
+    ] } },
+    "log_stream_name": "default-stream",
+    "force_flush_interval": 15
+  }
+}"#;
+
+#[test]
+fn the_cloudwatch_agent_json_is_translated() {
+    let c = from_cloudwatch_json(CLOUDWATCH).expect("translates");
+    assert_eq!(c.metrics.interval, Duration::from_secs(10));
+    assert_eq!(c.metrics.namespace, "Fleet");
+    assert!(c.metrics.per_cpu);
+    assert!(c.metrics.wants("cpu_usage_idle") && c.metrics.wants("cpu_usage_user"));
+    assert!(c.metrics.wants("mem_used_percent") && c.metrics.wants("disk_used_percent"));
+    assert!(!c.metrics.wants("mem_free") && !c.metrics.wants("net_bytes_sent"));
+    assert_eq!(c.logs.flush_interval, Duration::from_secs(15));
+    let f = &c.logs.files;
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].path, "/var/log/nginx/access.log");
+    assert_eq!(f[0].log_group.as_deref(), Some("nginx-{instance_id}"));
+    assert_eq!(f[0].timezone, Timezone::Utc);
+    assert_eq!(f[1].log_stream.as_deref(), Some("default-stream"), "the global stream name is the default");
+    assert_eq!(f[1].multi_line_start_pattern.as_deref(), Some("{timestamp_format}"));
+    assert_eq!(f[1].filters[0].kind, "exclude");
+}
+
+#[test]
+fn cloudwatch_json_errors_name_the_json_field() {
+    let bad = CLOUDWATCH.replace("%d/%b/%Y:%H:%M:%S %z", "%d/%q");
+    let e = from_cloudwatch_json(&bad).expect_err("bad format");
+    assert_eq!(e.field, "logs.logs_collected.files.collect_list[0].timestamp_format");
+    let e = from_cloudwatch_json("{\"metrics\": {}}").expect_err("no metrics_collected");
+    assert_eq!(e.field, "metrics.metrics_collected");
+    let e = from_cloudwatch_json("{\"agent\": {\"metrics_collection_interval\": \"x\"}}").expect_err("interval");
+    assert_eq!(e.field, "agent.metrics_collection_interval");
+    let e = from_cloudwatch_json("{\"agent\": ").expect_err("malformed");
+    assert!(e.field.contains("line 1"), "{e}");
+}
+
+#[test]
+fn a_super_asterisk_becomes_a_recursive_glob() {
+    assert_eq!(normalize_glob("/var/log/**.log"), "/var/log/**/*.log");
+    assert_eq!(normalize_glob("/var/log/**/x.log"), "/var/log/**/x.log");
+    assert_eq!(normalize_glob("/var/log/*.log"), "/var/log/*.log");
+}
