@@ -47,13 +47,20 @@ pub fn random_id() -> String {
     if !ok {
         let mut j = crate::ship::Jitter::new();
         for chunk in b.chunks_mut(8) {
-            chunk.copy_from_slice(&j.next().to_le_bytes()[..chunk.len()]);
+            chunk.copy_from_slice(&j.next_u64().to_le_bytes()[..chunk.len()]);
         }
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// `2023-07-10T11:40:13Z`-like: a date, `T`, a time.
@@ -148,7 +155,11 @@ pub fn parse_events(bytes: &[u8]) -> Result<Vec<String>, AuditError> {
 }
 
 /// Appends events (in requests within the server's limits) and positions as one spool record.
-pub fn spool_events(ctx: &Context, events: Vec<String>, positions: Vec<Position>) -> std::io::Result<u64> {
+pub fn spool_events(
+    ctx: &Context,
+    events: Vec<String>,
+    positions: Vec<Position>,
+) -> std::io::Result<u64> {
     let n = events.len() as u64;
     let mut groups: Vec<Vec<AuditRecord>> = Vec::new();
     let mut bytes = 0;
@@ -211,8 +222,10 @@ mod tests {
     fn malformed_input_is_refused_naming_the_place() {
         let e = parse_events(b"{\"eventTime\": ").expect_err("truncated");
         assert!(e.message.contains("line 1, column"), "{e}");
-        let e = parse_events(br#"{"Records":[{"eventTime":"2023-07-10T11:40:13Z"}, {"eventName":"x"}]}"#)
-            .expect_err("no time");
+        let e = parse_events(
+            br#"{"Records":[{"eventTime":"2023-07-10T11:40:13Z"}, {"eventName":"x"}]}"#,
+        )
+        .expect_err("no time");
         assert_eq!(e.field, "Records[1].eventTime");
         let e = parse_events(br#"[1]"#).expect_err("not an object");
         assert_eq!(e.field, "[0]");
@@ -220,7 +233,15 @@ mod tests {
         assert_eq!(e.field, ".eventTime");
         let e = parse_events(br#""text""#).expect_err("a string");
         assert!(e.message.contains("expected an event object"));
-        let big = format!(r#"{{"eventTime":"2023-07-10T11:40:13Z","eventID":"x","p":"{}"}}"#, "a".repeat(MAX_RECORD_BYTES));
-        assert!(parse_events(big.as_bytes()).expect_err("big").message.contains("at most 262144"));
+        let big = format!(
+            r#"{{"eventTime":"2023-07-10T11:40:13Z","eventID":"x","p":"{}"}}"#,
+            "a".repeat(MAX_RECORD_BYTES)
+        );
+        assert!(
+            parse_events(big.as_bytes())
+                .expect_err("big")
+                .message
+                .contains("at most 262144")
+        );
     }
 }

@@ -77,12 +77,19 @@ impl CloudTrailDir {
                         continue;
                     }
                     warn!(path = %path.display(), error = %e, "CloudTrail file cannot be read; skipped for good");
-                    self.ctx.stats.cloudtrail_failed.fetch_add(1, Ordering::Relaxed);
+                    self.ctx
+                        .stats
+                        .cloudtrail_failed
+                        .fetch_add(1, Ordering::Relaxed);
                     let mark = vec![crate::spool::Position {
                         key: k,
                         state: format!("failed: {e}"),
                     }];
-                    if let Err(e) = self.ctx.spool.append(crate::spool::Kind::Audit, 0, mark, |_| Vec::new()) {
+                    if let Err(e) =
+                        self.ctx
+                            .spool
+                            .append(crate::spool::Kind::Audit, 0, mark, |_| Vec::new())
+                    {
                         warn!(error = %e, "cannot write to the buffer");
                         return done;
                     }
@@ -96,20 +103,30 @@ impl CloudTrailDir {
         let bytes = std::fs::read(path).map_err(|e| AuditError::new("", e.to_string()))?;
         let text = if path.extension().is_some_and(|e| e == "gz") {
             let mut out = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes.as_slice()), &mut out)
-                .map_err(|e| AuditError::new("", format!("not gzip: {e}")))?;
+            std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(bytes.as_slice()),
+                &mut out,
+            )
+            .map_err(|e| AuditError::new("", format!("not gzip: {e}")))?;
             out
         } else {
             bytes
         };
         let events = audit::parse_events(&text)?;
         let n = events.len() as u64;
-        audit::spool_events(&self.ctx, events, vec![crate::spool::Position {
-            key: key(path),
-            state: "done".into(),
-        }])
+        audit::spool_events(
+            &self.ctx,
+            events,
+            vec![crate::spool::Position {
+                key: key(path),
+                state: "done".into(),
+            }],
+        )
         .map_err(|e| AuditError::new("", format!("cannot write to the buffer: {e}")))?;
-        self.ctx.stats.cloudtrail_files.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .stats
+            .cloudtrail_files
+            .fetch_add(1, Ordering::Relaxed);
         debug!(path = %path.display(), events = n, "CloudTrail file read");
         Ok(())
     }

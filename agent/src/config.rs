@@ -395,7 +395,8 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "G" | "GB" | "GIB" => 1 << 30,
         other => return Err(format!("unknown unit `{other}` in `{s}` (K, M, G)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 #[derive(Deserialize)]
@@ -437,7 +438,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
-        let json = path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+        let json =
+            path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
         if json {
             from_cloudwatch_json(&text)
         } else {
@@ -488,7 +490,9 @@ impl Config {
                 if !PLUGINS.contains(&plugin) {
                     return Err(err(
                         format!("metrics.measurements[{i}]"),
-                        format!("`{m}` is not one of the plugins {PLUGINS:?} or one of their metrics"),
+                        format!(
+                            "`{m}` is not one of the plugins {PLUGINS:?} or one of their metrics"
+                        ),
                     ));
                 }
             }
@@ -501,7 +505,8 @@ impl Config {
             if f.path.is_empty() {
                 return Err(err(at("path"), "must not be empty"));
             }
-            glob::Pattern::new(&normalize_glob(&f.path)).map_err(|e| err(at("path"), e.to_string()))?;
+            glob::Pattern::new(&normalize_glob(&f.path))
+                .map_err(|e| err(at("path"), e.to_string()))?;
             if f.max_event_bytes < 64 || f.max_event_bytes > MAX_EVENT_BYTES {
                 return Err(err(
                     at("max_event_bytes"),
@@ -524,15 +529,20 @@ impl Config {
                         ));
                     }
                 } else {
-                    regex::Regex::new(p).map_err(|e| err(at("multi_line_start_pattern"), e.to_string()))?;
+                    regex::Regex::new(p)
+                        .map_err(|e| err(at("multi_line_start_pattern"), e.to_string()))?;
                 }
             }
             for (j, flt) in f.filters.iter().enumerate() {
                 if flt.kind != "include" && flt.kind != "exclude" {
-                    return Err(err(format!("{}[{j}].type", at("filters")), "must be include or exclude"));
+                    return Err(err(
+                        format!("{}[{j}].type", at("filters")),
+                        "must be include or exclude",
+                    ));
                 }
-                regex::Regex::new(&flt.expression)
-                    .map_err(|e| err(format!("{}[{j}].expression", at("filters")), e.to_string()))?;
+                regex::Regex::new(&flt.expression).map_err(|e| {
+                    err(format!("{}[{j}].expression", at("filters")), e.to_string())
+                })?;
             }
             for (name, value) in [("log_group", &f.log_group), ("log_stream", &f.log_stream)] {
                 if let Some(v) = value {
@@ -578,7 +588,9 @@ fn check_placeholders(template: &str) -> Result<(), String> {
             .ok_or_else(|| format!("unclosed `{{` in `{template}`"))?;
         let p = &rest[start..start + end + 1];
         if !PLACEHOLDERS.contains(&p) {
-            return Err(format!("unknown placeholder `{p}`; known: {PLACEHOLDERS:?}"));
+            return Err(format!(
+                "unknown placeholder `{p}`; known: {PLACEHOLDERS:?}"
+            ));
         }
         rest = &rest[start + end + 1..];
     }
@@ -604,9 +616,12 @@ pub fn from_cloudwatch_json(text: &str) -> Result<Config, ConfigError> {
     let mut config = Config::default();
     let agent = &doc["agent"];
     if let Some(iv) = agent.get("metrics_collection_interval") {
-        let secs = iv
-            .as_u64()
-            .ok_or_else(|| err("agent.metrics_collection_interval", "must be a whole number of seconds"))?;
+        let secs = iv.as_u64().ok_or_else(|| {
+            err(
+                "agent.metrics_collection_interval",
+                "must be a whole number of seconds",
+            )
+        })?;
         config.metrics.interval = Duration::from_secs(secs);
     }
     if let Some(v) = agent.get("omit_hostname") {
@@ -621,9 +636,12 @@ pub fn from_cloudwatch_json(text: &str) -> Result<Config, ConfigError> {
         if let Some(ns) = json_str(&metrics["namespace"], "metrics.namespace")? {
             config.metrics.namespace = ns.to_string();
         }
-        let collected = metrics["metrics_collected"]
-            .as_object()
-            .ok_or_else(|| err("metrics.metrics_collected", "is required and must be an object"))?;
+        let collected = metrics["metrics_collected"].as_object().ok_or_else(|| {
+            err(
+                "metrics.metrics_collected",
+                "is required and must be an object",
+            )
+        })?;
         let mut wanted = Vec::new();
         config.metrics.per_cpu = false;
         for (plugin, body) in collected {
@@ -643,10 +661,17 @@ pub fn from_cloudwatch_json(text: &str) -> Result<Config, ConfigError> {
                     for (i, m) in list.iter().enumerate() {
                         let name = match m {
                             Value::String(s) => s.as_str(),
-                            Value::Object(o) => o.get("name").and_then(Value::as_str).ok_or_else(|| {
-                                err(format!("{field}.measurement[{i}].name"), "is required")
-                            })?,
-                            _ => return Err(err(format!("{field}.measurement[{i}]"), "must be a name or an object")),
+                            Value::Object(o) => {
+                                o.get("name").and_then(Value::as_str).ok_or_else(|| {
+                                    err(format!("{field}.measurement[{i}].name"), "is required")
+                                })?
+                            }
+                            _ => {
+                                return Err(err(
+                                    format!("{field}.measurement[{i}]"),
+                                    "must be a name or an object",
+                                ));
+                            }
                         };
                         wanted.push(if name.starts_with(&format!("{plugin}_")) {
                             name.to_string()
@@ -669,7 +694,12 @@ pub fn from_cloudwatch_json(text: &str) -> Result<Config, ConfigError> {
             let timezone = match json_str(&f["timezone"], &at("timezone"))? {
                 None | Some("Local") => Timezone::Local,
                 Some("UTC") => Timezone::Utc,
-                Some(other) => return Err(err(at("timezone"), format!("`{other}` must be UTC or Local"))),
+                Some(other) => {
+                    return Err(err(
+                        at("timezone"),
+                        format!("`{other}` must be UTC or Local"),
+                    ));
+                }
             };
             let mut filters = Vec::new();
             if let Some(fs) = f.get("filters").and_then(Value::as_array) {
@@ -678,23 +708,31 @@ pub fn from_cloudwatch_json(text: &str) -> Result<Config, ConfigError> {
                         kind: json_str(&flt["type"], &format!("{}[{j}].type", at("filters")))?
                             .unwrap_or_default()
                             .to_string(),
-                        expression: json_str(&flt["expression"], &format!("{}[{j}].expression", at("filters")))?
-                            .unwrap_or_default()
-                            .to_string(),
+                        expression: json_str(
+                            &flt["expression"],
+                            &format!("{}[{j}].expression", at("filters")),
+                        )?
+                        .unwrap_or_default()
+                        .to_string(),
                     });
                 }
             }
             config.logs.files.push(FileConfig {
                 path: path.to_string(),
-                log_group: json_str(&f["log_group_name"], &at("log_group_name"))?.map(str::to_string),
+                log_group: json_str(&f["log_group_name"], &at("log_group_name"))?
+                    .map(str::to_string),
                 log_stream: json_str(&f["log_stream_name"], &at("log_stream_name"))?
                     .or(default_stream)
                     .map(str::to_string),
                 start_position: StartPosition::End,
-                timestamp_format: json_str(&f["timestamp_format"], &at("timestamp_format"))?.map(str::to_string),
-                timezone,
-                multi_line_start_pattern: json_str(&f["multi_line_start_pattern"], &at("multi_line_start_pattern"))?
+                timestamp_format: json_str(&f["timestamp_format"], &at("timestamp_format"))?
                     .map(str::to_string),
+                timezone,
+                multi_line_start_pattern: json_str(
+                    &f["multi_line_start_pattern"],
+                    &at("multi_line_start_pattern"),
+                )?
+                .map(str::to_string),
                 max_event_bytes: default_max_event(),
                 long_lines: LongLines::Truncate,
                 filters,

@@ -24,15 +24,25 @@ use crate::audit;
 const MAX_BODY: usize = 16 << 20;
 
 fn json_response(code: StatusCode, body: serde_json::Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn post_audit(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
     let events = match audit::parse_events(&body) {
         Ok(e) => e,
         Err(e) => {
-            ctx.stats.audit_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return json_response(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e.to_string() }));
+            ctx.stats
+                .audit_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": e.to_string() }),
+            );
         }
     };
     let n = events.len();
@@ -40,7 +50,9 @@ async fn post_audit(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
         return json_response(StatusCode::OK, serde_json::json!({ "accepted": 0 }));
     }
     let task_ctx = Arc::clone(&ctx);
-    let written = tokio::task::spawn_blocking(move || audit::spool_events(&task_ctx, events, Vec::new())).await;
+    let written =
+        tokio::task::spawn_blocking(move || audit::spool_events(&task_ctx, events, Vec::new()))
+            .await;
     match written {
         Ok(Ok(_)) => json_response(StatusCode::OK, serde_json::json!({ "accepted": n })),
         Ok(Err(e)) => {
@@ -83,14 +95,21 @@ async fn until(mut stop: watch::Receiver<bool>) {
 }
 
 /// Serves the API on a TCP address until `stop`.
-pub async fn serve_tcp(ctx: Arc<Context>, addr: &str, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve_tcp(
+    ctx: Arc<Context>,
+    addr: &str,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("http_addr: cannot listen on {addr}: {e}"))?;
     info!(addr = %listener.local_addr()?, "local API (audit intake, /metrics) listening");
     let app = router(ctx);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(until(stop)).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(until(stop))
+            .await
+        {
             warn!(error = %e, "local API stopped");
         }
     });
@@ -98,7 +117,11 @@ pub async fn serve_tcp(ctx: Arc<Context>, addr: &str, stop: watch::Receiver<bool
 }
 
 /// Serves the API on a Unix socket until `stop`.
-pub async fn serve_unix(ctx: Arc<Context>, path: &Path, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve_unix(
+    ctx: Arc<Context>,
+    path: &Path,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     // A socket left by a previous run is replaced.
     if std::fs::symlink_metadata(path).is_ok_and(|m| {
         use std::os::unix::fs::FileTypeExt as _;
@@ -111,7 +134,10 @@ pub async fn serve_unix(ctx: Arc<Context>, path: &Path, stop: watch::Receiver<bo
     info!(path = %path.display(), "local API listening on a Unix socket");
     let app = router(ctx);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(until(stop)).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(until(stop))
+            .await
+        {
             warn!(error = %e, "local API (Unix socket) stopped");
         }
     });

@@ -106,7 +106,10 @@ fn agent_id(state_dir: &Path) -> anyhow::Result<String> {
     let path = state_dir.join("agent-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim();
-        if !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             return Ok(id.to_string());
         }
     }
@@ -131,7 +134,12 @@ pub fn context(config: &Config) -> anyhow::Result<Arc<Context>> {
         },
         Arc::clone(&stats),
     )
-    .with_context(|| format!("state_dir: cannot open the buffer in {}", config.state_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "state_dir: cannot open the buffer in {}",
+            config.state_dir.display()
+        )
+    })?;
     Ok(Arc::new(Context {
         spool,
         stats,
@@ -148,11 +156,20 @@ pub fn metric_requests(
     data: &[host::Datum],
     timestamp_ms: i64,
 ) -> Vec<Vec<MetricDatum>> {
-    let resolution = if config.metrics.interval < Duration::from_secs(60) { 1 } else { 60 };
+    let resolution = if config.metrics.interval < Duration::from_secs(60) {
+        1
+    } else {
+        60
+    };
     let datums: Vec<MetricDatum> = data
         .iter()
         .filter(|d| config.metrics.wants(&d.name))
-        .filter(|d| config.metrics.per_cpu || d.dimensions.iter().all(|(k, v)| k != "cpu" || v == "cpu-total"))
+        .filter(|d| {
+            config.metrics.per_cpu
+                || d.dimensions
+                    .iter()
+                    .all(|(k, v)| k != "cpu" || v == "cpu-total")
+        })
         .map(|d| {
             let mut dimensions: Vec<Dimension> = d
                 .dimensions
@@ -192,7 +209,9 @@ pub fn collect(config: &Config, ctx: &Arc<Context>, stop: &AtomicBool) -> anyhow
         .files
         .iter()
         .enumerate()
-        .map(|(i, f)| tail::FileSource::new(i, f.clone(), Arc::clone(ctx), config.logs.flush_interval))
+        .map(|(i, f)| {
+            tail::FileSource::new(i, f.clone(), Arc::clone(ctx), config.logs.flush_interval)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut trail = config
         .audit
@@ -232,23 +251,27 @@ pub fn collect(config: &Config, ctx: &Arc<Context>, stop: &AtomicBool) -> anyhow
             let items: usize = requests.iter().map(Vec::len).sum();
             if items > 0 {
                 let agent = &ctx.agent_id;
-                let r = ctx.spool.append(Kind::Metrics, items as u64, Vec::new(), |seq| {
-                    requests
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, metric_data)| {
-                            PutMetricDataRequest {
-                                idempotency_id: format!("{agent}-{seq}-{i}"),
-                                metric_data,
-                                series: Vec::new(),
-                            }
-                            .encode_to_vec()
-                        })
-                        .collect()
-                });
+                let r = ctx
+                    .spool
+                    .append(Kind::Metrics, items as u64, Vec::new(), |seq| {
+                        requests
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, metric_data)| {
+                                PutMetricDataRequest {
+                                    idempotency_id: format!("{agent}-{seq}-{i}"),
+                                    metric_data,
+                                    series: Vec::new(),
+                                }
+                                .encode_to_vec()
+                            })
+                            .collect()
+                    });
                 match r {
                     Ok(_) => {
-                        ctx.stats.datapoints.fetch_add(items as u64, Ordering::Relaxed);
+                        ctx.stats
+                            .datapoints
+                            .fetch_add(items as u64, Ordering::Relaxed);
                     }
                     Err(e) => warn!(error = %e, "cannot buffer host metrics"),
                 }

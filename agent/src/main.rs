@@ -70,13 +70,23 @@ fn describe(config: &Config) {
     println!("configuration is valid");
     println!("server:      {}", config.server);
     println!("state_dir:   {}", config.state_dir.display());
-    println!("tenant:      {}", config.tenant.as_deref().unwrap_or(watchtrail_proto::DEFAULT_TENANT));
+    println!(
+        "tenant:      {}",
+        config
+            .tenant
+            .as_deref()
+            .unwrap_or(watchtrail_proto::DEFAULT_TENANT)
+    );
     println!("buffer:      at most {} bytes", config.buffer.max_bytes);
     if config.metrics.enabled {
         let iv = config.metrics.interval;
         println!(
             "metrics:     every {iv:?} ({} resolution), namespace {}, {}",
-            if iv < Duration::from_secs(60) { "high" } else { "standard" },
+            if iv < Duration::from_secs(60) {
+                "high"
+            } else {
+                "standard"
+            },
             config.metrics.namespace,
             config
                 .metrics
@@ -88,19 +98,30 @@ fn describe(config: &Config) {
         println!("metrics:     off");
     }
     for (i, f) in config.logs.files.iter().enumerate() {
-        let matched = glob::glob(&f.path).map(|g| g.filter_map(Result::ok).count()).unwrap_or(0);
+        let matched = glob::glob(&f.path)
+            .map(|g| g.filter_map(Result::ok).count())
+            .unwrap_or(0);
         println!(
             "logs[{i}]:     {} ({matched} files now) -> group {}, stream {}",
             f.path,
-            f.log_group.as_deref().unwrap_or("<path up to its last dot>"),
+            f.log_group
+                .as_deref()
+                .unwrap_or("<path up to its last dot>"),
             f.log_stream.as_deref().unwrap_or("{hostname}")
         );
     }
     if let Some(d) = &config.audit.cloudtrail_dir {
-        println!("cloudtrail:  {} ({})", d.display(), if d.is_dir() { "exists" } else { "missing" });
+        println!(
+            "cloudtrail:  {} ({})",
+            d.display(),
+            if d.is_dir() { "exists" } else { "missing" }
+        );
     }
     if !config.http_addr.is_empty() {
-        println!("local API:   http://{}/v1/audit, /metrics", config.http_addr);
+        println!(
+            "local API:   http://{}/v1/audit, /metrics",
+            config.http_addr
+        );
     }
     if let Some(p) = &config.unix_socket {
         println!("unix socket: {}", p.display());
@@ -125,7 +146,10 @@ fn main() -> ExitCode {
         describe(&config);
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("watchtrail-agent: {e}");
@@ -175,7 +199,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let client = ship::Client::new(&config.server, config.tenant.as_deref(), &config.shipping)?;
     let (send_stop_tx, send_stop_rx) = tokio::sync::watch::channel(false);
-    let sender = tokio::spawn(ship::run(Arc::clone(&ctx), client, config.shipping.clone(), send_stop_rx));
+    let sender = tokio::spawn(ship::run(
+        Arc::clone(&ctx),
+        client,
+        config.shipping.clone(),
+        send_stop_rx,
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let collector = {
         let (config, ctx, stop) = (config.clone(), Arc::clone(&ctx), Arc::clone(&stop));

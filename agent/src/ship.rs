@@ -16,7 +16,9 @@ use watchtrail_proto::tonic::metadata::MetadataValue;
 use watchtrail_proto::tonic::transport::{Channel, Endpoint};
 use watchtrail_proto::tonic::{Code, Request, Status};
 use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
-use watchtrail_proto::v1::{IngestResponse, PutAuditEventsRequest, PutLogEventsRequest, PutMetricDataRequest};
+use watchtrail_proto::v1::{
+    IngestResponse, PutAuditEventsRequest, PutLogEventsRequest, PutMetricDataRequest,
+};
 
 use crate::Context;
 use crate::config::ShippingConfig;
@@ -63,7 +65,7 @@ impl Jitter {
     }
 
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -86,7 +88,11 @@ pub struct Client {
 
 impl Client {
     /// Connects lazily: the first call opens the connection, and a lost one is reopened.
-    pub fn new(server: &str, tenant: Option<&str>, shipping: &ShippingConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        server: &str,
+        tenant: Option<&str>,
+        shipping: &ShippingConfig,
+    ) -> anyhow::Result<Self> {
         let endpoint = Endpoint::from_shared(server.to_string())
             .with_context(|| format!("server: `{server}` is not a valid URL"))?
             .connect_timeout(Duration::from_secs(5))
@@ -102,7 +108,10 @@ impl Client {
             _ => inner,
         };
         let tenant = tenant
-            .map(|t| t.parse().with_context(|| format!("tenant: `{t}` is not a valid header value")))
+            .map(|t| {
+                t.parse()
+                    .with_context(|| format!("tenant: `{t}` is not a valid header value"))
+            })
             .transpose()?;
         Ok(Self { inner, tenant })
     }
@@ -117,21 +126,37 @@ impl Client {
     }
 
     /// Sends one encoded request of the given kind; answers the items in it and the response.
-    pub async fn send(&mut self, kind: Kind, payload: &[u8]) -> Result<(u64, IngestResponse), Status> {
-        let bad = |e: prost::DecodeError| Status::invalid_argument(format!("undecodable buffered request: {e}"));
+    pub async fn send(
+        &mut self,
+        kind: Kind,
+        payload: &[u8],
+    ) -> Result<(u64, IngestResponse), Status> {
+        let bad = |e: prost::DecodeError| {
+            Status::invalid_argument(format!("undecodable buffered request: {e}"))
+        };
         let (items, resp) = match kind {
             Kind::Metrics => {
                 let m = PutMetricDataRequest::decode(payload).map_err(bad)?;
-                let n = m.metric_data.len() + m.series.iter().map(|s| s.values.len() + s.statistic_points.len()).sum::<usize>();
+                let n = m.metric_data.len()
+                    + m.series
+                        .iter()
+                        .map(|s| s.values.len() + s.statistic_points.len())
+                        .sum::<usize>();
                 (n, self.inner.put_metric_data(self.request(m)).await?)
             }
             Kind::Logs => {
                 let m = PutLogEventsRequest::decode(payload).map_err(bad)?;
-                (m.log_events.len(), self.inner.put_log_events(self.request(m)).await?)
+                (
+                    m.log_events.len(),
+                    self.inner.put_log_events(self.request(m)).await?,
+                )
             }
             Kind::Audit => {
                 let m = PutAuditEventsRequest::decode(payload).map_err(bad)?;
-                (m.records.len(), self.inner.put_audit_events(self.request(m)).await?)
+                (
+                    m.records.len(),
+                    self.inner.put_audit_events(self.request(m)).await?,
+                )
             }
         };
         Ok((items as u64, resp.into_inner()))
@@ -139,7 +164,12 @@ impl Client {
 }
 
 /// Sends records until `stop` turns true.
-pub async fn run(ctx: Arc<Context>, mut client: Client, shipping: ShippingConfig, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    mut client: Client,
+    shipping: ShippingConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut cursor = Cursor::default();
     let mut jitter = Jitter::new();
     let mut failing_since: Option<Instant> = None;
@@ -166,7 +196,10 @@ pub async fn run(ctx: Arc<Context>, mut client: Client, shipping: ShippingConfig
             }
         };
         let Some(kind) = record.kind() else {
-            warn!(seq = record.seq, "skipping a buffered record of unknown kind");
+            warn!(
+                seq = record.seq,
+                "skipping a buffered record of unknown kind"
+            );
             let _ = ctx.spool.ack(record.seq);
             continue;
         };
@@ -186,10 +219,13 @@ pub async fn run(ctx: Arc<Context>, mut client: Client, shipping: ShippingConfig
                         }
                         let s = &ctx.stats;
                         s.requests_sent.fetch_add(1, Ordering::Relaxed);
-                        s.bytes_sent.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                        s.items_sent.fetch_add(resp.accepted.min(items), Ordering::Relaxed);
+                        s.bytes_sent
+                            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                        s.items_sent
+                            .fetch_add(resp.accepted.min(items), Ordering::Relaxed);
                         if let Some(first) = resp.rejected.first() {
-                            s.items_rejected.fetch_add(resp.rejected.len() as u64, Ordering::Relaxed);
+                            s.items_rejected
+                                .fetch_add(resp.rejected.len() as u64, Ordering::Relaxed);
                             warn!(
                                 rejected = resp.rejected.len(),
                                 field = %first.field,
@@ -202,7 +238,12 @@ pub async fn run(ctx: Arc<Context>, mut client: Client, shipping: ShippingConfig
                     Err(status) if retryable(status.code()) => {
                         ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
                         failing_since.get_or_insert_with(Instant::now);
-                        let delay = backoff(shipping.retry_base, shipping.retry_max, attempt, jitter.next());
+                        let delay = backoff(
+                            shipping.retry_base,
+                            shipping.retry_max,
+                            attempt,
+                            jitter.next_u64(),
+                        );
                         if last_warn.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
                             last_warn = Some(Instant::now());
                             warn!(code = ?status.code(), message = %status.message(), retry_in = ?delay, buffered_bytes = ctx.spool.bytes(), "cannot send; keeping the data and retrying");
@@ -240,10 +281,17 @@ mod tests {
         let base = Duration::from_millis(200);
         let max = Duration::from_secs(60);
         for attempt in 0..30 {
-            let d = base.checked_mul(1 << attempt.min(20)).unwrap_or(max).min(max);
+            let d = base
+                .checked_mul(1 << attempt.min(20))
+                .unwrap_or(max)
+                .min(max);
             for r in [0, 7, u64::MAX] {
                 let got = backoff(base, max, attempt, r);
-                assert!(got >= d / 2 && got <= d, "attempt {attempt}: {got:?} outside [{:?}, {d:?}]", d / 2);
+                assert!(
+                    got >= d / 2 && got <= d,
+                    "attempt {attempt}: {got:?} outside [{:?}, {d:?}]",
+                    d / 2
+                );
             }
         }
         assert_eq!(backoff(base, max, 0, 0), Duration::from_millis(100));
@@ -252,10 +300,21 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retried() {
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Aborted, Code::Internal, Code::Unknown, Code::Unauthenticated] {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::Internal,
+            Code::Unknown,
+            Code::Unauthenticated,
+        ] {
             assert!(retryable(code), "{code:?}");
         }
-        for code in [Code::InvalidArgument, Code::ResourceExhausted, Code::FailedPrecondition] {
+        for code in [
+            Code::InvalidArgument,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+        ] {
             assert!(!retryable(code), "{code:?}");
         }
     }

@@ -178,7 +178,10 @@ fn read_frame(r: &mut impl io::Read) -> io::Result<Option<Vec<u8>>> {
             return if got == 0 {
                 Ok(None)
             } else {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "torn frame header"))
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "torn frame header",
+                ))
             };
         }
         got += n;
@@ -191,7 +194,10 @@ fn read_frame(r: &mut impl io::Read) -> io::Result<Option<Vec<u8>>> {
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
     if crc32fast::hash(&body) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame checksum mismatch"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame checksum mismatch",
+        ));
     }
     Ok(Some(body))
 }
@@ -317,10 +323,17 @@ impl Spool {
                 .filter(|r| r.0 > acked)
                 .count() as u64;
             if pending > 0 {
-                info!(records = pending, bytes = inner.total_bytes, "buffer: resuming with unsent records");
+                info!(
+                    records = pending,
+                    bytes = inner.total_bytes,
+                    "buffer: resuming with unsent records"
+                );
             }
             spool.release_acked(&mut inner)?;
-            spool.stats.buffer_bytes.store(inner.total_bytes, Ordering::Relaxed);
+            spool
+                .stats
+                .buffer_bytes
+                .store(inner.total_bytes, Ordering::Relaxed);
         }
         Ok(spool)
     }
@@ -371,7 +384,10 @@ impl Spool {
         if body.len() > MAX_RECORD_BYTES {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("record of {} bytes is larger than {MAX_RECORD_BYTES}", body.len()),
+                format!(
+                    "record of {} bytes is larger than {MAX_RECORD_BYTES}",
+                    body.len()
+                ),
             ));
         }
         let need_new = match inner.segments.back() {
@@ -400,13 +416,10 @@ impl Spool {
         let Some(writer) = inner.writer.as_mut() else {
             return Err(io::Error::other("buffer writer missing"));
         };
-        if let Err(e) = writer.write_all(&frame).and_then(|()| {
-            if sync {
-                writer.sync_data()
-            } else {
-                Ok(())
-            }
-        }) {
+        if let Err(e) = writer
+            .write_all(&frame)
+            .and_then(|()| if sync { writer.sync_data() } else { Ok(()) })
+        {
             // The segment may now end in a torn frame: start a new one for the next record (the
             // torn tail is cut off at the next start).
             inner.writer = None;
@@ -426,7 +439,9 @@ impl Spool {
         }
         inner.total_bytes += frame.len() as u64;
         self.enforce_budget(&mut inner)?;
-        self.stats.buffer_bytes.store(inner.total_bytes, Ordering::Relaxed);
+        self.stats
+            .buffer_bytes
+            .store(inner.total_bytes, Ordering::Relaxed);
         drop(inner);
         self.appended.notify_one();
         Ok(seq)
@@ -452,7 +467,9 @@ impl Spool {
             }
             Self::write_acked(inner)?;
             if records > 0 {
-                self.stats.dropped_records.fetch_add(records, Ordering::Relaxed);
+                self.stats
+                    .dropped_records
+                    .fetch_add(records, Ordering::Relaxed);
                 self.stats.dropped_items.fetch_add(items, Ordering::Relaxed);
                 warn!(
                     records,
@@ -504,7 +521,9 @@ impl Spool {
         inner.acked = seq;
         Self::write_acked(&mut inner)?;
         self.release_acked(&mut inner)?;
-        self.stats.buffer_bytes.store(inner.total_bytes, Ordering::Relaxed);
+        self.stats
+            .buffer_bytes
+            .store(inner.total_bytes, Ordering::Relaxed);
         Ok(())
     }
 

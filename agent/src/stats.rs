@@ -51,28 +51,127 @@ impl Stats {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &str, &AtomicU64); 19] = [
-            ("watchtrail_agent_lines_read_total", "counter", "Lines read from log files.", &self.lines_read),
-            ("watchtrail_agent_file_bytes_read_total", "counter", "Bytes read from log files.", &self.file_bytes_read),
-            ("watchtrail_agent_log_events_total", "counter", "Log events built from the lines.", &self.log_events),
-            ("watchtrail_agent_lines_truncated_total", "counter", "Lines longer than max_event_bytes that were cut.", &self.lines_truncated),
-            ("watchtrail_agent_files_tailed", "gauge", "Files currently tailed.", &self.files_tailed),
-            ("watchtrail_agent_datapoints_total", "counter", "Host metric datapoints collected.", &self.datapoints),
-            ("watchtrail_agent_audit_received_total", "counter", "Audit records taken by the local intake.", &self.audit_received),
-            ("watchtrail_agent_audit_refused_total", "counter", "Audit intake requests refused as malformed.", &self.audit_refused),
-            ("watchtrail_agent_cloudtrail_files_total", "counter", "CloudTrail delivery files read.", &self.cloudtrail_files),
-            ("watchtrail_agent_cloudtrail_failed_total", "counter", "CloudTrail delivery files that could not be read.", &self.cloudtrail_failed),
-            ("watchtrail_agent_requests_sent_total", "counter", "Requests accepted by the server.", &self.requests_sent),
-            ("watchtrail_agent_bytes_sent_total", "counter", "Request bytes accepted by the server, before compression.", &self.bytes_sent),
-            ("watchtrail_agent_items_sent_total", "counter", "Datapoints, log events and audit records accepted by the server.", &self.items_sent),
-            ("watchtrail_agent_retries_total", "counter", "Send attempts that failed with a retryable error.", &self.retries),
-            ("watchtrail_agent_items_rejected_total", "counter", "Items the server refused for good.", &self.items_rejected),
-            ("watchtrail_agent_requests_rejected_total", "counter", "Whole requests the server refused for good.", &self.requests_rejected),
-            ("watchtrail_agent_buffer_bytes", "gauge", "Bytes in the on-disk buffer.", &self.buffer_bytes),
-            ("watchtrail_agent_dropped_records_total", "counter", "Buffered records dropped unsent because the buffer was full.", &self.dropped_records),
-            ("watchtrail_agent_dropped_items_total", "counter", "Items in the dropped records.", &self.dropped_items),
+            (
+                "watchtrail_agent_lines_read_total",
+                "counter",
+                "Lines read from log files.",
+                &self.lines_read,
+            ),
+            (
+                "watchtrail_agent_file_bytes_read_total",
+                "counter",
+                "Bytes read from log files.",
+                &self.file_bytes_read,
+            ),
+            (
+                "watchtrail_agent_log_events_total",
+                "counter",
+                "Log events built from the lines.",
+                &self.log_events,
+            ),
+            (
+                "watchtrail_agent_lines_truncated_total",
+                "counter",
+                "Lines longer than max_event_bytes that were cut.",
+                &self.lines_truncated,
+            ),
+            (
+                "watchtrail_agent_files_tailed",
+                "gauge",
+                "Files currently tailed.",
+                &self.files_tailed,
+            ),
+            (
+                "watchtrail_agent_datapoints_total",
+                "counter",
+                "Host metric datapoints collected.",
+                &self.datapoints,
+            ),
+            (
+                "watchtrail_agent_audit_received_total",
+                "counter",
+                "Audit records taken by the local intake.",
+                &self.audit_received,
+            ),
+            (
+                "watchtrail_agent_audit_refused_total",
+                "counter",
+                "Audit intake requests refused as malformed.",
+                &self.audit_refused,
+            ),
+            (
+                "watchtrail_agent_cloudtrail_files_total",
+                "counter",
+                "CloudTrail delivery files read.",
+                &self.cloudtrail_files,
+            ),
+            (
+                "watchtrail_agent_cloudtrail_failed_total",
+                "counter",
+                "CloudTrail delivery files that could not be read.",
+                &self.cloudtrail_failed,
+            ),
+            (
+                "watchtrail_agent_requests_sent_total",
+                "counter",
+                "Requests accepted by the server.",
+                &self.requests_sent,
+            ),
+            (
+                "watchtrail_agent_bytes_sent_total",
+                "counter",
+                "Request bytes accepted by the server, before compression.",
+                &self.bytes_sent,
+            ),
+            (
+                "watchtrail_agent_items_sent_total",
+                "counter",
+                "Datapoints, log events and audit records accepted by the server.",
+                &self.items_sent,
+            ),
+            (
+                "watchtrail_agent_retries_total",
+                "counter",
+                "Send attempts that failed with a retryable error.",
+                &self.retries,
+            ),
+            (
+                "watchtrail_agent_items_rejected_total",
+                "counter",
+                "Items the server refused for good.",
+                &self.items_rejected,
+            ),
+            (
+                "watchtrail_agent_requests_rejected_total",
+                "counter",
+                "Whole requests the server refused for good.",
+                &self.requests_rejected,
+            ),
+            (
+                "watchtrail_agent_buffer_bytes",
+                "gauge",
+                "Bytes in the on-disk buffer.",
+                &self.buffer_bytes,
+            ),
+            (
+                "watchtrail_agent_dropped_records_total",
+                "counter",
+                "Buffered records dropped unsent because the buffer was full.",
+                &self.dropped_records,
+            ),
+            (
+                "watchtrail_agent_dropped_items_total",
+                "counter",
+                "Items in the dropped records.",
+                &self.dropped_items,
+            ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         out
     }

@@ -182,7 +182,12 @@ fn char_boundary(bytes: &[u8], max: usize) -> usize {
 
 impl FileSource {
     /// Compiles one file entry (already validated by [`crate::config::Config::validate`]).
-    pub fn new(index: usize, config: FileConfig, ctx: Arc<Context>, flush_interval: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        index: usize,
+        config: FileConfig,
+        ctx: Arc<Context>,
+        flush_interval: Duration,
+    ) -> anyhow::Result<Self> {
         let timestamp = config
             .timestamp_format
             .as_deref()
@@ -191,7 +196,10 @@ impl FileSource {
             .map_err(anyhow::Error::msg)?;
         let start = match config.multi_line_start_pattern.as_deref() {
             None => None,
-            Some("{timestamp_format}") => timestamp.as_ref().map(|t| Regex::new(t.pattern())).transpose()?,
+            Some("{timestamp_format}") => timestamp
+                .as_ref()
+                .map(|t| Regex::new(t.pattern()))
+                .transpose()?,
             Some(p) => Some(Regex::new(p)?),
         };
         let filters = config
@@ -254,10 +262,13 @@ impl FileSource {
                 continue;
             };
             let found = state.path.parent().and_then(|dir| {
-                std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|e| {
-                    let m = e.metadata().ok()?;
-                    (m.is_file() && (m.dev(), m.ino()) == (dev, ino)).then(|| e.path())
-                })
+                std::fs::read_dir(dir)
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .find_map(|e| {
+                        let m = e.metadata().ok()?;
+                        (m.is_file() && (m.dev(), m.ino()) == (dev, ino)).then(|| e.path())
+                    })
             });
             match found {
                 Some(path) => {
@@ -328,7 +339,8 @@ impl FileSource {
         let offset = match &saved {
             Some(state) => {
                 let same = state.offset <= size
-                    && fingerprint(&file, state.fp_len).is_ok_and(|fp| fp == (state.fp_len, state.fp_crc));
+                    && fingerprint(&file, state.fp_len)
+                        .is_ok_and(|fp| fp == (state.fp_len, state.fp_crc));
                 if same {
                     name.clone_from(&state.name);
                     resumed = true;
@@ -346,7 +358,11 @@ impl FileSource {
             Some(t) => self.expand(t, path, &name),
             None => default_group(path),
         };
-        let stream = self.expand(self.config.log_stream.as_deref().unwrap_or("{hostname}"), path, &name);
+        let stream = self.expand(
+            self.config.log_stream.as_deref().unwrap_or("{hostname}"),
+            path,
+            &name,
+        );
         debug!(path = %path.display(), offset, "tailing");
         Some(Tailer {
             key,
@@ -394,7 +410,10 @@ impl FileSource {
             }
         }
         self.first_start = false;
-        self.ctx.stats.files_tailed.store(self.tailers.len() as u64, Ordering::Relaxed);
+        self.ctx
+            .stats
+            .files_tailed
+            .store(self.tailers.len() as u64, Ordering::Relaxed);
     }
 
     /// Reads what every file has gained; returns true when a file has more than was read.
@@ -409,7 +428,8 @@ impl FileSource {
                 Ok(has_more) => {
                     more |= has_more;
                     let finished = !has_more
-                        && t.gone_since.is_some_and(|g| g.elapsed() >= self.waits.rotated)
+                        && t.gone_since
+                            .is_some_and(|g| g.elapsed() >= self.waits.rotated)
                         && t.last_growth.elapsed() >= self.waits.rotated;
                     if finished {
                         if let Err(e) = self.finish(&mut t) {
@@ -429,7 +449,10 @@ impl FileSource {
                 }
             }
         }
-        self.ctx.stats.files_tailed.store(self.tailers.len() as u64, Ordering::Relaxed);
+        self.ctx
+            .stats
+            .files_tailed
+            .store(self.tailers.len() as u64, Ordering::Relaxed);
         more
     }
 
@@ -454,7 +477,9 @@ impl FileSource {
     fn read_new(&mut self, t: &mut Tailer) -> anyhow::Result<bool> {
         let size = t.file.metadata()?.len();
         let changed_fp = if size != t.read_pos && t.fp_len > 0 {
-            fingerprint(&t.file, t.fp_len).map(|fp| fp != (t.fp_len, t.fp_crc)).unwrap_or(false)
+            fingerprint(&t.file, t.fp_len)
+                .map(|fp| fp != (t.fp_len, t.fp_crc))
+                .unwrap_or(false)
         } else {
             false
         };
@@ -487,7 +512,10 @@ impl FileSource {
             read += n as u64;
             t.last_growth = now;
         }
-        self.ctx.stats.file_bytes_read.fetch_add(read, Ordering::Relaxed);
+        self.ctx
+            .stats
+            .file_bytes_read
+            .fetch_add(read, Ordering::Relaxed);
         let more = t.read_pos < size;
         if !more {
             let idle = t.last_growth.elapsed();
@@ -497,11 +525,16 @@ impl FileSource {
             {
                 self.flush_partial(t);
             }
-            if t.pending.as_ref().is_some_and(|p| p.updated.elapsed() >= w.multi_line) {
+            if t.pending
+                .as_ref()
+                .is_some_and(|p| p.updated.elapsed() >= w.multi_line)
+            {
                 self.emit_pending(t)?;
             }
         }
-        let due = t.batch_started.is_some_and(|s| s.elapsed() >= self.flush_interval);
+        let due = t
+            .batch_started
+            .is_some_and(|s| s.elapsed() >= self.flush_interval);
         let moved = t.batch.is_empty()
             && (t.batch_end != t.committed || t.unrecorded)
             && t.pending.is_none()
@@ -526,7 +559,12 @@ impl FileSource {
     }
 
     /// Adds bytes to the line being read, cutting or splitting it at `max_event_bytes`.
-    fn push_partial(&mut self, t: &mut Tailer, mut bytes: &[u8], mut at: u64) -> anyhow::Result<()> {
+    fn push_partial(
+        &mut self,
+        t: &mut Tailer,
+        mut bytes: &[u8],
+        mut at: u64,
+    ) -> anyhow::Result<()> {
         let max = self.config.max_event_bytes;
         if t.partial_truncated {
             // The rest of a line already cut is skipped until its newline.
@@ -547,7 +585,10 @@ impl FileSource {
                         all.truncate(cut);
                         t.partial = all;
                         t.partial_truncated = true;
-                        self.ctx.stats.lines_truncated.fetch_add(1, Ordering::Relaxed);
+                        self.ctx
+                            .stats
+                            .lines_truncated
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(());
                 }
@@ -559,7 +600,10 @@ impl FileSource {
                     let taken = cut.saturating_sub(before);
                     all.truncate(cut);
                     t.partial = all;
-                    self.ctx.stats.lines_truncated.fetch_add(1, Ordering::Relaxed);
+                    self.ctx
+                        .stats
+                        .lines_truncated
+                        .fetch_add(1, Ordering::Relaxed);
                     at += taken as u64;
                     bytes = &bytes[taken..];
                     // The piece ends mid-line: its checkpoint is the byte after it.
@@ -708,21 +752,24 @@ impl FileSource {
             key: t.key.clone(),
             state: serde_json::to_string(&state)?,
         };
-        let result = self.ctx.spool.append(Kind::Logs, items, vec![position], |seq| {
-            if events.is_empty() {
-                return Vec::new();
-            }
-            vec![
-                PutLogEventsRequest {
-                    idempotency_id: format!("{agent}-{seq}-0"),
-                    log_group_name: group,
-                    log_stream_name: stream,
-                    log_events: std::mem::take(&mut events),
-                    origin: Some(origin),
+        let result = self
+            .ctx
+            .spool
+            .append(Kind::Logs, items, vec![position], |seq| {
+                if events.is_empty() {
+                    return Vec::new();
                 }
-                .encode_to_vec(),
-            ]
-        });
+                vec![
+                    PutLogEventsRequest {
+                        idempotency_id: format!("{agent}-{seq}-0"),
+                        log_group_name: group,
+                        log_stream_name: stream,
+                        log_events: std::mem::take(&mut events),
+                        origin: Some(origin),
+                    }
+                    .encode_to_vec(),
+                ]
+            });
         result?;
         t.committed = t.batch_end;
         t.unrecorded = false;

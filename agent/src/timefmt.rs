@@ -110,7 +110,10 @@ impl TimeFormat {
                 fields.push(f);
             }
         }
-        if !fields.iter().any(|f| matches!(f, Field::Hour24 | Field::Hour12)) {
+        if !fields
+            .iter()
+            .any(|f| matches!(f, Field::Hour24 | Field::Hour12))
+        {
             return Err("needs an hour (%H or %I)".into());
         }
         let regex = Regex::new(&pattern).map_err(|e| e.to_string())?;
@@ -140,7 +143,8 @@ impl TimeFormat {
         let now_days = now_ms.div_euclid(86_400_000);
         let (this_year, _, _) = civil_from_days(now_days);
         let mut year: Option<i64> = None;
-        let (mut month, mut day, mut hour, mut minute, mut second, mut nanos) = (1, 1, 0, 0, 0, 0i64);
+        let (mut month, mut day, mut hour, mut minute, mut second, mut nanos) =
+            (1, 1, 0, 0, 0, 0i64);
         let mut pm: Option<bool> = None;
         let mut offset_s: Option<i64> = None;
         for (i, f) in self.fields.iter().enumerate() {
@@ -165,7 +169,10 @@ impl TimeFormat {
                     nanos = v * 10i64.pow(9 - digits.len() as u32);
                 }
                 Field::ZoneName => {
-                    if text.eq_ignore_ascii_case("utc") || text.eq_ignore_ascii_case("gmt") || text == "Z" {
+                    if text.eq_ignore_ascii_case("utc")
+                        || text.eq_ignore_ascii_case("gmt")
+                        || text == "Z"
+                    {
                         offset_s = Some(0);
                     }
                 }
@@ -174,7 +181,8 @@ impl TimeFormat {
                         offset_s = Some(0);
                     } else {
                         let sign = if text.starts_with('-') { -1 } else { 1 };
-                        let digits: String = text[1..].chars().filter(char::is_ascii_digit).collect();
+                        let digits: String =
+                            text[1..].chars().filter(char::is_ascii_digit).collect();
                         let h: i64 = digits.get(..2)?.parse().ok()?;
                         let m: i64 = digits.get(2..4)?.parse().ok()?;
                         offset_s = Some(sign * (h * 3600 + m * 60));
@@ -256,6 +264,8 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// The machine's UTC offset at an instant, from the C library (which reads TZ and
 /// /etc/localtime).
+// time_t is i64 on 64-bit Linux but narrower elsewhere, hence the conversion.
+#[allow(clippy::useless_conversion)]
 fn local_offset_s(epoch_s: i64) -> Option<i64> {
     let t: libc::time_t = epoch_s.try_into().ok()?;
     let mut tm = std::mem::MaybeUninit::<libc::tm>::uninit();
@@ -298,32 +308,54 @@ mod tests {
         );
         let f = utc("%d/%b/%Y:%H:%M:%S %z");
         assert_eq!(
-            f.find(r#"1.2.3.4 - - [22/Nov/2025:09:11:12 +0000] "GET / HTTP/1.1" 200"#, NOW),
+            f.find(
+                r#"1.2.3.4 - - [22/Nov/2025:09:11:12 +0000] "GET / HTTP/1.1" 200"#,
+                NOW
+            ),
             Some(1_763_802_672_000)
         );
         // Syslog: no year, space-padded day.
         let f = utc("%b %e %H:%M:%S");
-        assert_eq!(f.find("Nov  2 09:11:12 host sshd[1]: x", NOW), Some(1_762_074_672_000));
+        assert_eq!(
+            f.find("Nov  2 09:11:12 host sshd[1]: x", NOW),
+            Some(1_762_074_672_000)
+        );
         // A December line read in January belongs to the year before.
         let jan = 1_767_312_000_000; // 2026-01-02
-        assert_eq!(f.find("Dec 31 23:00:00 host x", jan), Some(1_767_222_000_000));
+        assert_eq!(
+            f.find("Dec 31 23:00:00 host x", jan),
+            Some(1_767_222_000_000)
+        );
         let f = utc("%-m/%-d/%y %-I:%M:%S %p");
-        assert_eq!(f.find("at 11/2/25 9:11:12 PM done", NOW), Some(1_762_117_872_000));
+        assert_eq!(
+            f.find("at 11/2/25 9:11:12 PM done", NOW),
+            Some(1_762_117_872_000)
+        );
         assert_eq!(f.find("no time here", NOW), None);
     }
 
     #[test]
     fn fractions_of_any_length() {
         let f = utc("%H:%M:%S,%f %Y-%m-%d");
-        assert_eq!(f.find("10:00:00,5 2025-01-01", NOW), Some(1_735_725_600_500));
-        assert_eq!(f.find("10:00:00,123456789 2025-01-01", NOW), Some(1_735_725_600_123));
+        assert_eq!(
+            f.find("10:00:00,5 2025-01-01", NOW),
+            Some(1_735_725_600_500)
+        );
+        assert_eq!(
+            f.find("10:00:00,123456789 2025-01-01", NOW),
+            Some(1_735_725_600_123)
+        );
     }
 
     #[test]
     fn bad_formats_are_refused_with_the_position() {
         let e = TimeFormat::parse("%Y-%m-%d %Q", true).expect_err("bad");
         assert!(e.contains("%Q at position 10"), "{e}");
-        assert!(TimeFormat::parse("%Y-%m-%d", true).expect_err("no hour").contains("hour"));
+        assert!(
+            TimeFormat::parse("%Y-%m-%d", true)
+                .expect_err("no hour")
+                .contains("hour")
+        );
         assert!(TimeFormat::parse("%H:%M %", true).is_err());
     }
 

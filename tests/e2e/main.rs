@@ -1,5 +1,6 @@
 //! End-to-end tests: real server processes, real files, real S3 protocol.
 
+mod agent;
 mod alarms;
 mod cli;
 mod cloudtrail_sql;

@@ -70,6 +70,9 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// More environment.
     pub env: Vec<(String, String)>,
+    /// Fixed gRPC and HTTP addresses (a restart that clients must find again); any free port
+    /// when unset.
+    pub addrs: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl ServerOptions {
@@ -80,6 +83,7 @@ impl ServerOptions {
             wal_dir: dir.join("wal"),
             args: vec!["--flush-max-age".into(), "300ms".into()],
             env: Vec::new(),
+            addrs: None,
         }
     }
 
@@ -122,7 +126,17 @@ impl TestServer {
             .arg(&options.store)
             .arg("--wal-dir")
             .arg(&options.wal_dir)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(match options.addrs {
+                Some((g, h)) => [
+                    "--grpc-addr".to_string(),
+                    g.to_string(),
+                    "--http-addr".into(),
+                    h.to_string(),
+                ],
+                None => {
+                    ["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"].map(String::from)
+                }
+            })
             .arg("--listen-addr-file")
             .arg(&addr_file)
             .args(&options.args)
@@ -640,4 +654,163 @@ pub fn python() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// A running `watchtrail-agent` process.
+#[derive(Debug)]
+pub struct TestAgent {
+    child: Option<Child>,
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    /// The local API address, when it has one.
+    pub http: Option<SocketAddr>,
+    log: PathBuf,
+    starts: u32,
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+impl TestAgent {
+    /// Writes `config` (TOML; `state_dir` and `http_addr` are added) under `dir` and starts an
+    /// agent on it; with `http`, waits until its local API answers.
+    pub async fn start(dir: &Path, config: &str, http: bool) -> Self {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let state_dir = dir.join("agent-state");
+        let addr = http.then(free_addr);
+        let text = format!(
+            "state_dir = {:?}\nhttp_addr = \"{}\"\n{config}",
+            state_dir.display().to_string(),
+            addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text).expect("write agent config");
+        let mut agent = Self {
+            child: None,
+            config: path,
+            state_dir,
+            http: addr,
+            log: dir.join("agent.log"),
+            starts: 0,
+        };
+        agent.spawn().await;
+        agent
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        self.starts += 1;
+        let child = Command::new(bin_path("watchtrail-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .env(
+                "WATCHTRAIL_AGENT_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn watchtrail-agent");
+        self.child = Some(child);
+        if let Some(addr) = self.http {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(addr).await.is_err() {
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                    panic!("agent exited with {status}:\n{}", self.log());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the agent's local API never answered:\n{}",
+                    self.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// Kills it (SIGKILL) and starts it again on the same configuration and state.
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        self.spawn().await;
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    ///
+    /// # Panics
+    /// When the exit is not clean within 30 s.
+    pub async fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = c.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), c.wait())
+            .await
+            .expect("agent did not stop within 30 s of SIGTERM")
+            .expect("wait");
+        assert!(
+            status.success(),
+            "agent exited with {status}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Its log so far (every start).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One counter from its `/metrics`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let addr = self.http.expect("the agent has no local API");
+        let (_, body) = http_get(addr, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from the agent's /metrics:\n{body}"))
+    }
+}
+
+/// One integer from a SQL query over HTTP (first row, first column).
+pub async fn sql_count(server: &TestServer, sql: &str) -> i64 {
+    let a = server.http_query(sql, "application/json").await;
+    assert_eq!(a.status, 200, "{sql}: {}", a.text());
+    let v = a.json();
+    let row = &v["rows"][0];
+    let first = row
+        .as_object()
+        .and_then(|o| o.values().next().cloned())
+        .or_else(|| row.as_array().and_then(|a| a.first().cloned()))
+        .unwrap_or_default();
+    first
+        .as_i64()
+        .unwrap_or_else(|| panic!("{sql}: no integer in {v}"))
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

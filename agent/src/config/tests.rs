@@ -22,15 +22,18 @@ fn defaults_are_the_cloudwatch_agent_ones() {
 fn errors_name_the_field() {
     let e = Config::from_toml("[metrics]\ninterval = \"0s\"").expect_err("too short");
     assert_eq!(e.field, "metrics.interval");
-    let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\ntimestamp_format = \"%Y %Q\"").expect_err("bad format");
+    let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\ntimestamp_format = \"%Y %Q\"")
+        .expect_err("bad format");
     assert_eq!(e.field, "logs.files[0].timestamp_format");
     assert!(e.message.contains("%Q"), "{e}");
     let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\n[[logs.files]]\npath = \"/y\"\nmulti_line_start_pattern = \"(\"")
         .expect_err("bad regex");
     assert_eq!(e.field, "logs.files[1].multi_line_start_pattern");
-    let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\nlog_group = \"{nope}\"").expect_err("placeholder");
+    let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\nlog_group = \"{nope}\"")
+        .expect_err("placeholder");
     assert_eq!(e.field, "logs.files[0].log_group");
-    let e = Config::from_toml("[metrics]\nmeasurements = [\"cpu\", \"gpu_temp\"]").expect_err("plugin");
+    let e =
+        Config::from_toml("[metrics]\nmeasurements = [\"cpu\", \"gpu_temp\"]").expect_err("plugin");
     assert_eq!(e.field, "metrics.measurements[1]");
     let e = Config::from_toml("serverr = \"x\"").expect_err("unknown key");
     assert!(e.field.contains("line 1"), "{e}");
@@ -88,8 +91,15 @@ fn the_cloudwatch_agent_json_is_translated() {
     assert_eq!(f[0].path, "/var/log/nginx/access.log");
     assert_eq!(f[0].log_group.as_deref(), Some("nginx-{instance_id}"));
     assert_eq!(f[0].timezone, Timezone::Utc);
-    assert_eq!(f[1].log_stream.as_deref(), Some("default-stream"), "the global stream name is the default");
-    assert_eq!(f[1].multi_line_start_pattern.as_deref(), Some("{timestamp_format}"));
+    assert_eq!(
+        f[1].log_stream.as_deref(),
+        Some("default-stream"),
+        "the global stream name is the default"
+    );
+    assert_eq!(
+        f[1].multi_line_start_pattern.as_deref(),
+        Some("{timestamp_format}")
+    );
     assert_eq!(f[1].filters[0].kind, "exclude");
 }
 
@@ -97,10 +107,14 @@ fn the_cloudwatch_agent_json_is_translated() {
 fn cloudwatch_json_errors_name_the_json_field() {
     let bad = CLOUDWATCH.replace("%d/%b/%Y:%H:%M:%S %z", "%d/%q");
     let e = from_cloudwatch_json(&bad).expect_err("bad format");
-    assert_eq!(e.field, "logs.logs_collected.files.collect_list[0].timestamp_format");
+    assert_eq!(
+        e.field,
+        "logs.logs_collected.files.collect_list[0].timestamp_format"
+    );
     let e = from_cloudwatch_json("{\"metrics\": {}}").expect_err("no metrics_collected");
     assert_eq!(e.field, "metrics.metrics_collected");
-    let e = from_cloudwatch_json("{\"agent\": {\"metrics_collection_interval\": \"x\"}}").expect_err("interval");
+    let e = from_cloudwatch_json("{\"agent\": {\"metrics_collection_interval\": \"x\"}}")
+        .expect_err("interval");
     assert_eq!(e.field, "agent.metrics_collection_interval");
     let e = from_cloudwatch_json("{\"agent\": ").expect_err("malformed");
     assert!(e.field.contains("line 1"), "{e}");

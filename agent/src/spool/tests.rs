@@ -56,8 +56,10 @@ fn a_torn_tail_is_cut_off_and_earlier_records_kept() {
     {
         let s = open(dir.path(), 1 << 30);
         for i in 0..3u64 {
-            s.append(Kind::Audit, 1, pos("k", &i.to_string()), |_| vec![vec![7; 100]])
-                .expect("append");
+            s.append(Kind::Audit, 1, pos("k", &i.to_string()), |_| {
+                vec![vec![7; 100]]
+            })
+            .expect("append");
         }
     }
     let seg = fs::read_dir(dir.path())
@@ -75,11 +77,20 @@ fn a_torn_tail_is_cut_off_and_earlier_records_kept() {
         .set_len(len - 10)
         .expect("truncate");
     let s = open(dir.path(), 1 << 30);
-    assert_eq!(s.position("k").as_deref(), Some("1"), "the torn record's position is not taken");
+    assert_eq!(
+        s.position("k").as_deref(),
+        Some("1"),
+        "the torn record's position is not taken"
+    );
     let mut c = Cursor::default();
     assert_eq!(drain(&s, &mut c).len(), 2);
-    let seq = s.append(Kind::Audit, 1, pos("k", "2"), |_| vec![vec![1]]).expect("append");
-    assert_eq!(seq, 3, "the torn record's number is reused: it never reached the server");
+    let seq = s
+        .append(Kind::Audit, 1, pos("k", "2"), |_| vec![vec![1]])
+        .expect("append");
+    assert_eq!(
+        seq, 3,
+        "the torn record's number is reused: it never reached the server"
+    );
     assert_eq!(drain(&s, &mut c).len(), 1);
 }
 
@@ -89,8 +100,10 @@ fn acked_segments_are_deleted_after_the_positions_are_saved() {
     let s = open(dir.path(), 512 << 10); // 64 KiB segments
     let mut c = Cursor::default();
     for i in 0..40u64 {
-        s.append(Kind::Logs, 10, pos("f", &i.to_string()), |_| vec![vec![0; 10_000]])
-            .expect("append");
+        s.append(Kind::Logs, 10, pos("f", &i.to_string()), |_| {
+            vec![vec![0; 10_000]]
+        })
+        .expect("append");
         for r in drain(&s, &mut c) {
             s.ack(r.seq).expect("ack");
         }
@@ -102,7 +115,10 @@ fn acked_segments_are_deleted_after_the_positions_are_saved() {
                 .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
         })
         .count();
-    assert_eq!(segs, 0, "nothing is left on disk once everything is delivered");
+    assert_eq!(
+        segs, 0,
+        "nothing is left on disk once everything is delivered"
+    );
     drop(s);
     let s = open(dir.path(), 512 << 10);
     assert_eq!(s.position("f").as_deref(), Some("39"));
@@ -115,18 +131,31 @@ fn a_full_buffer_drops_the_oldest_records_and_counts_them() {
     let stats = Arc::new(Stats::default());
     let s = Spool::open(dir.path(), opts(512 << 10), Arc::clone(&stats)).expect("open");
     for i in 0..100u64 {
-        s.append(Kind::Logs, 3, pos("f", &i.to_string()), |_| vec![vec![0; 10_000]])
-            .expect("append");
+        s.append(Kind::Logs, 3, pos("f", &i.to_string()), |_| {
+            vec![vec![0; 10_000]]
+        })
+        .expect("append");
     }
     let bytes = s.bytes();
-    assert!(bytes <= (512 << 10) + (64 << 10), "buffer holds {bytes} bytes");
+    assert!(
+        bytes <= (512 << 10) + (64 << 10),
+        "buffer holds {bytes} bytes"
+    );
     let dropped = stats.dropped_records.load(Ordering::Relaxed);
     assert!(dropped > 0);
     assert_eq!(stats.dropped_items.load(Ordering::Relaxed), dropped * 3);
     let mut c = Cursor::default();
     let left = drain(&s, &mut c);
-    assert_eq!(left.len() as u64 + dropped, 100, "every record is either sent or counted as dropped");
-    assert_eq!(left.last().map(|r| r.seq), Some(100), "the newest records are kept");
+    assert_eq!(
+        left.len() as u64 + dropped,
+        100,
+        "every record is either sent or counted as dropped"
+    );
+    assert_eq!(
+        left.last().map(|r| r.seq),
+        Some(100),
+        "the newest records are kept"
+    );
     drop(s);
     // The positions of dropped records are not lost: the source does not re-read them.
     let s = open(dir.path(), 512 << 10);
@@ -137,8 +166,10 @@ fn a_full_buffer_drops_the_oldest_records_and_counts_them() {
 fn forgetting_a_position_removes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(dir.path(), 1 << 30);
-    s.append(Kind::Logs, 0, pos("gone", "1"), |_| vec![]).expect("append");
-    s.append(Kind::Logs, 0, pos("gone", ""), |_| vec![]).expect("append");
+    s.append(Kind::Logs, 0, pos("gone", "1"), |_| vec![])
+        .expect("append");
+    s.append(Kind::Logs, 0, pos("gone", ""), |_| vec![])
+        .expect("append");
     assert_eq!(s.position("gone"), None);
     drop(s);
     assert_eq!(open(dir.path(), 1 << 30).position("gone"), None);

@@ -46,8 +46,13 @@ impl Setup {
     }
 
     fn source_for(&self, ctx: &Arc<Context>, glob: &str, extra: &str) -> FileSource {
-        let start = if extra.contains("start_position") { "" } else { "start_position = \"beginning\"" };
-        let cfg: FileConfig = toml::from_str(&format!("path = {glob:?}\n{start}\n{extra}")).expect("config");
+        let start = if extra.contains("start_position") {
+            ""
+        } else {
+            "start_position = \"beginning\""
+        };
+        let cfg: FileConfig =
+            toml::from_str(&format!("path = {glob:?}\n{start}\n{extra}")).expect("config");
         let mut s = FileSource::new(0, cfg, Arc::clone(ctx), Duration::ZERO).expect("source");
         s.set_waits(Waits {
             multi_line: Duration::ZERO,
@@ -76,7 +81,12 @@ fn sent(ctx: &Context) -> Vec<(String, String, String, i64)> {
             let req = PutLogEventsRequest::decode(p.as_slice()).expect("decode");
             assert!(req.idempotency_id.starts_with(&format!("agent-{}-", r.seq)));
             for e in req.log_events {
-                out.push((req.log_group_name.clone(), req.log_stream_name.clone(), e.message, e.timestamp_ms));
+                out.push((
+                    req.log_group_name.clone(),
+                    req.log_stream_name.clone(),
+                    e.message,
+                    e.timestamp_ms,
+                ));
             }
         }
         ctx.spool.ack(r.seq).expect("ack");
@@ -108,7 +118,11 @@ fn a_restart_resumes_after_the_last_batch() {
     let ctx = t.ctx();
     let mut s = t.source(&ctx, "");
     run(&mut s);
-    assert_eq!(messages(&ctx), ["four", "five"], "nothing read twice, nothing skipped");
+    assert_eq!(
+        messages(&ctx),
+        ["four", "five"],
+        "nothing read twice, nothing skipped"
+    );
 }
 
 #[test]
@@ -116,14 +130,26 @@ fn group_and_stream_placeholders() {
     let t = Setup::new();
     t.append("api.log", b"x\n");
     let ctx = t.ctx();
-    let mut s = t.source(&ctx, "log_group = \"/apps/{hostname}\"\nlog_stream = \"{file_name}:{instance_id}\"");
+    let mut s = t.source(
+        &ctx,
+        "log_group = \"/apps/{hostname}\"\nlog_stream = \"{file_name}:{instance_id}\"",
+    );
     run(&mut s);
     let got = sent(&ctx);
     assert_eq!(got[0].0, "/apps/web-1");
-    assert_eq!(got[0].1, "api.log_web-1", "`:` is not allowed in a stream name");
+    assert_eq!(
+        got[0].1, "api.log_web-1",
+        "`:` is not allowed in a stream name"
+    );
     // The CloudWatch agent's default group: the path up to its last dot.
-    assert_eq!(default_group(Path::new("/tmp/TestLogFile.log.2017-07-11-14")), "/tmp/TestLogFile.log");
-    assert_eq!(default_group(Path::new("/var/log/syslog")), "/var/log/syslog");
+    assert_eq!(
+        default_group(Path::new("/tmp/TestLogFile.log.2017-07-11-14")),
+        "/tmp/TestLogFile.log"
+    );
+    assert_eq!(
+        default_group(Path::new("/var/log/syslog")),
+        "/var/log/syslog"
+    );
 }
 
 #[test]
@@ -187,9 +213,19 @@ fn copytruncate_starts_the_file_over() {
         .set_len(0)
         .expect("truncate");
     // More is written after the truncation than was there before: only the fingerprint shows it.
-    t.append("app.log", b"NEW content that is longer than before\nand more\nand more\n");
+    t.append(
+        "app.log",
+        b"NEW content that is longer than before\nand more\nand more\n",
+    );
     run(&mut s);
-    assert_eq!(messages(&ctx), ["NEW content that is longer than before", "and more", "and more"]);
+    assert_eq!(
+        messages(&ctx),
+        [
+            "NEW content that is longer than before",
+            "and more",
+            "and more"
+        ]
+    );
 }
 
 #[test]
@@ -222,12 +258,18 @@ fn timestamps_come_from_the_line_else_the_read_time() {
     let t = Setup::new();
     t.append("app.log", b"2025-11-22T10:11:12Z started\nno time here\n");
     let ctx = t.ctx();
-    let mut s = t.source(&ctx, "timestamp_format = '%Y-%m-%dT%H:%M:%SZ'\ntimezone = 'UTC'");
+    let mut s = t.source(
+        &ctx,
+        "timestamp_format = '%Y-%m-%dT%H:%M:%SZ'\ntimezone = 'UTC'",
+    );
     let before = now_ms();
     run(&mut s);
     let got = sent(&ctx);
     assert_eq!(got[0].3, 1_763_806_272_000);
-    assert!(got[1].3 >= before, "a line without a timestamp takes the read time");
+    assert!(
+        got[1].3 >= before,
+        "a line without a timestamp takes the read time"
+    );
 }
 
 #[test]
@@ -250,7 +292,11 @@ fn long_lines_are_cut_or_split_and_bad_utf8_replaced() {
     let mut s = t.source(&ctx, "max_event_bytes = 64\nlong_lines = 'split'");
     run(&mut s);
     let got = messages(&ctx);
-    assert_eq!(got.concat(), format!("{long}short"), "split pieces put together give the line");
+    assert_eq!(
+        got.concat(),
+        format!("{long}short"),
+        "split pieces put together give the line"
+    );
     assert!(got.iter().all(|m| m.len() <= 64));
     assert!(got.len() >= 5);
 }
@@ -293,7 +339,10 @@ fn filters_drop_lines_but_move_the_checkpoint() {
     let ctx = t.ctx();
     let mut s = t.source(&ctx, "");
     run(&mut s);
-    assert!(messages(&ctx).is_empty(), "filtered lines are not read again after a restart");
+    assert!(
+        messages(&ctx).is_empty(),
+        "filtered lines are not read again after a restart"
+    );
 }
 
 #[test]
