@@ -484,6 +484,9 @@ impl Config {
         if self.metrics.namespace.is_empty() || self.metrics.namespace.len() > 255 {
             return Err(err("metrics.namespace", "must be 1 to 255 characters"));
         }
+        if self.metrics.namespace.starts_with("AWS/") {
+            return Err(err("metrics.namespace", "the `AWS/` prefix is reserved for AWS services"));
+        }
         if let Some(list) = &self.metrics.measurements {
             for (i, m) in list.iter().enumerate() {
                 let plugin = m.split('_').next().unwrap_or(m);

@@ -474,3 +474,47 @@ async fn check_config_accepts_the_examples_and_names_the_bad_field() {
     assert!(text.contains("every 60s (standard resolution)"), "{text}");
     assert!(text.contains("/var/log/nginx/access.log"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_items_are_counted_and_not_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let server = TestServer::start(ServerOptions::local(&dir.path().join("server"))).await;
+    let config = agent_config(
+        &server,
+        &format!(
+            "[metrics]\nenabled = false\n[logs]\nflush_interval = \"200ms\"\n\
+             [[logs.files]]\npath = \"{}/*.log\"\nlog_group = \"/e2e/refused\"\nstart_position = \"beginning\"\n\
+             timestamp_format = \"%Y-%m-%dT%H:%M:%SZ\"\ntimezone = \"UTC\"\n",
+            logs.display()
+        ),
+    );
+    // CloudWatch Logs refuses events older than 14 days: the server refuses those items and
+    // takes the others of the same batch.
+    let mut text = String::new();
+    for i in 0..10 {
+        text.push_str(&format!("2020-01-01T00:00:{i:02}Z too old {i}\n"));
+    }
+    for i in 0..5 {
+        let t = chrono::Utc::now() - chrono::Duration::seconds(60 - i);
+        text.push_str(&format!("{} fresh {i}\n", t.format("%Y-%m-%dT%H:%M:%SZ")));
+    }
+    std::fs::write(logs.join("app.log"), text).expect("write");
+    let agent = TestAgent::start(&dir.path().join("agent"), &config, true).await;
+    wait_for("the refusal", Duration::from_secs(30), || async {
+        (agent.counter("watchtrail_agent_items_rejected_total").await >= 10).then_some(())
+    })
+    .await;
+    let sql = "SELECT count(*) FROM logs WHERE log_group = '/e2e/refused'";
+    wait_for("the fresh lines", Duration::from_secs(30), || async {
+        (sql_count(&server, sql).await >= 5).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sql_count(&server, sql).await, 5);
+    assert_eq!(agent.counter("watchtrail_agent_items_rejected_total").await, 10);
+    assert_eq!(agent.counter("watchtrail_agent_retries_total").await, 0, "a refusal is not retried");
+    assert_eq!(agent.counter("watchtrail_agent_buffer_bytes").await, 0, "nothing is left waiting");
+    assert!(agent.log().contains("server refused items of a batch"), "{}", agent.log());
+}
