@@ -788,13 +788,13 @@ impl FileSource {
         self.flush_batch(t)
     }
 
-    /// Writes every batch out (on shutdown). Lines of an unfinished event or line are read again
-    /// at the next start.
+    /// Writes every batch out, with the event being joined (on shutdown). A line without its
+    /// newline yet is read again at the next start.
     pub fn flush_all(&mut self) {
         let ids: Vec<(u64, u64)> = self.tailers.keys().copied().collect();
         for id in ids {
             if let Some(mut t) = self.tailers.remove(&id) {
-                if let Err(e) = self.flush_batch(&mut t) {
+                if let Err(e) = self.emit_pending(&mut t).and_then(|()| self.flush_batch(&mut t)) {
                     warn!(path = %t.path.display(), error = %e, "cannot write the last batch");
                 }
                 self.tailers.insert(id, t);

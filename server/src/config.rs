@@ -113,6 +113,16 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_LOG", default_value = "info")]
     pub log_filter: String,
 
+    /// All-in-one: also run `watchtrail-agent` (from next to this binary) on this host,
+    /// shipping its metrics and /var/log to this server; stopped before the server drains.
+    #[arg(long, env = "WATCHTRAIL_WITH_AGENT")]
+    pub agent: bool,
+
+    /// The agent's configuration for `--agent`; without it one is written next to the WAL
+    /// directory (host metrics every 10 s, /var/log/*.log, syslog and messages).
+    #[arg(long, requires = "agent")]
+    pub agent_config: Option<PathBuf>,
+
     /// Write the bound gRPC and HTTP addresses to this file, one per line (tests bind port 0).
     #[arg(long, hide = true)]
     pub listen_addr_file: Option<PathBuf>,

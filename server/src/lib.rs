@@ -12,6 +12,7 @@
 //! - [`alarms`]: alarm definitions and state, the evaluator, the webhook outbox.
 //! - [`metrics`]: the server's own counters.
 
+pub mod agent_child;
 pub mod alarms;
 pub mod config;
 pub mod error;

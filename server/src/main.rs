@@ -15,6 +15,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,7 +45,26 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
             std::fs::write(&tmp, text).context("failed to write --listen-addr-file")?;
             std::fs::rename(&tmp, path).context("failed to write --listen-addr-file")?;
         }
-        watchtrail_server::serve(config, Listeners { grpc, http }, None, shutdown_signal()).await?;
+        let agent_stop = tokio_util::sync::CancellationToken::new();
+        let agent = if args.agent {
+            let child = watchtrail_server::agent_child::AgentChild::prepare(
+                &args.wal_dir,
+                args.agent_config.as_deref(),
+                grpc.local_addr()?,
+            )?;
+            Some(tokio::spawn(child.supervise(agent_stop.clone())))
+        } else {
+            None
+        };
+        // The agent stops first, so that its last batches reach this server before it drains.
+        let shutdown = async move {
+            shutdown_signal().await;
+            agent_stop.cancel();
+            if let Some(a) = agent {
+                let _ = a.await;
+            }
+        };
+        watchtrail_server::serve(config, Listeners { grpc, http }, None, shutdown).await?;
         Ok(())
     })
 }

@@ -518,3 +518,47 @@ async fn refused_items_are_counted_and_not_retried() {
     assert_eq!(agent.counter("watchtrail_agent_buffer_bytes").await, 0, "nothing is left waiting");
     assert!(agent.log().contains("server refused items of a batch"), "{}", agent.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_in_one_runs_an_agent_beside_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    std::fs::write(logs.join("app.log"), "hello from this host\n").expect("write");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http_addr = \"\"\nhostname = \"aio-host\"\n[metrics]\ninterval = \"1s\"\n[logs]\nflush_interval = \"200ms\"\n\
+             [[logs.files]]\npath = \"{}/*.log\"\nlog_group = \"/aio\"\nstart_position = \"beginning\"\n",
+            logs.display()
+        ),
+    )
+    .expect("config");
+    let opts = ServerOptions::local(&dir.path().join("server")).with_args(&[
+        "--agent",
+        "--agent-config",
+        config.to_str().expect("utf-8 path"),
+    ]);
+    let mut server = TestServer::start(opts).await;
+    wait_for("the host's log line and metrics", Duration::from_secs(30), || async {
+        let lines = sql_count(&server, "SELECT count(*) FROM logs WHERE log_group = '/aio'").await;
+        let points = sql_count(&server, "SELECT count(*) FROM metrics WHERE dimensions['host'] = 'aio-host'").await;
+        (lines == 1 && points > 0).then_some(())
+    })
+    .await;
+    // The agent's state lives beside the WAL directory.
+    assert!(dir.path().join("server/agent/buffer").is_dir());
+    // A line written just before shutdown still arrives: the agent stops first.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(logs.join("app.log"))
+        .and_then(|mut f| f.write_all(b"last words\n"))
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.stop().await;
+    let log = server.log();
+    assert!(log.contains("all-in-one: agent stopped"), "{log}");
+    let server = TestServer::start(ServerOptions::local(&dir.path().join("server"))).await;
+    assert_eq!(sql_count(&server, "SELECT count(*) FROM logs WHERE log_group = '/aio'").await, 2);
+}
