@@ -485,7 +485,10 @@ impl Config {
             return Err(err("metrics.namespace", "must be 1 to 255 characters"));
         }
         if self.metrics.namespace.starts_with("AWS/") {
-            return Err(err("metrics.namespace", "the `AWS/` prefix is reserved for AWS services"));
+            return Err(err(
+                "metrics.namespace",
+                "the `AWS/` prefix is reserved for AWS services",
+            ));
         }
         if let Some(list) = &self.metrics.measurements {
             for (i, m) in list.iter().enumerate() {

@@ -163,113 +163,175 @@ impl Client {
     }
 }
 
-/// Sends records until `stop` turns true.
+/// Requests in flight at once: the server commits each to its write-ahead log before it
+/// answers, so a few in flight keep the pipe full while one waits for its fsync.
+const IN_FLIGHT: usize = 4;
+
+/// Outage bookkeeping shared by the requests in flight, so that an outage is logged once a
+/// minute rather than once per attempt.
+#[derive(Debug, Default)]
+struct Health {
+    failing_since: Option<Instant>,
+    last_warn: Option<Instant>,
+}
+
+/// Sends records until `stop` turns true; acknowledges them in order.
 pub async fn run(
     ctx: Arc<Context>,
-    mut client: Client,
+    client: Client,
     shipping: ShippingConfig,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut cursor = Cursor::default();
-    let mut jitter = Jitter::new();
-    let mut failing_since: Option<Instant> = None;
-    let mut last_warn: Option<Instant> = None;
+    let health = Arc::new(std::sync::Mutex::new(Health::default()));
+    let mut in_flight: std::collections::VecDeque<(u64, tokio::task::JoinHandle<bool>)> =
+        Default::default();
     loop {
         if *stop.borrow() {
+            for (_, h) in in_flight {
+                h.abort();
+            }
             return;
         }
-        let record: Record = match ctx.spool.next(&mut cursor) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                tokio::select! {
-                    () = ctx.spool.appended.notified() => {}
-                    _ = stop.changed() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        while in_flight.len() < IN_FLIGHT {
+            match ctx.spool.next(&mut cursor) {
+                Ok(Some(record)) => {
+                    let seq = record.seq;
+                    let task = deliver(
+                        Arc::clone(&ctx),
+                        client.clone(),
+                        shipping.clone(),
+                        record,
+                        stop.clone(),
+                        Arc::clone(&health),
+                    );
+                    in_flight.push_back((seq, tokio::spawn(task)));
                 }
-                continue;
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the buffer; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    cursor = Cursor::default();
+                    break;
+                }
             }
-            Err(e) => {
-                warn!(error = %e, "cannot read the buffer; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                cursor = Cursor::default();
-                continue;
+        }
+        let Some((seq, task)) = in_flight.pop_front() else {
+            tokio::select! {
+                () = ctx.spool.appended.notified() => {}
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-        };
-        let Some(kind) = record.kind() else {
-            warn!(
-                seq = record.seq,
-                "skipping a buffered record of unknown kind"
-            );
-            let _ = ctx.spool.ack(record.seq);
             continue;
         };
-        'payloads: for payload in &record.payloads {
-            let mut attempt = 0u32;
-            loop {
-                if *stop.borrow() {
-                    return;
+        match task.await {
+            Ok(true) => {
+                if let Err(e) = ctx.spool.ack(seq) {
+                    warn!(error = %e, "cannot record a delivery in the buffer; it may be sent again (the server ignores the repeat)");
                 }
-                if ctx.spool.is_done(record.seq) {
-                    break 'payloads; // dropped to keep the buffer within its budget
-                }
-                match client.send(kind, payload).await {
-                    Ok((items, resp)) => {
-                        if let Some(since) = failing_since.take() {
-                            info!(after = ?since.elapsed(), "server reachable again; sending the buffer");
-                        }
-                        let s = &ctx.stats;
-                        s.requests_sent.fetch_add(1, Ordering::Relaxed);
-                        s.bytes_sent
-                            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                        s.items_sent
-                            .fetch_add(resp.accepted.min(items), Ordering::Relaxed);
-                        if let Some(first) = resp.rejected.first() {
-                            s.items_rejected
-                                .fetch_add(resp.rejected.len() as u64, Ordering::Relaxed);
-                            warn!(
-                                rejected = resp.rejected.len(),
-                                field = %first.field,
-                                reason = %first.reason,
-                                "server refused items of a batch (not retried)"
-                            );
-                        }
-                        break;
+            }
+            // Stopped before the record was delivered: it is sent again at the next start.
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, seq, "a send task failed; the record is sent again at the next start")
+            }
+        }
+    }
+}
+
+/// Sends every request of a record; true once each has been answered for good (accepted or
+/// refused), false when stopped first.
+async fn deliver(
+    ctx: Arc<Context>,
+    mut client: Client,
+    shipping: ShippingConfig,
+    record: Record,
+    stop: watch::Receiver<bool>,
+    health: Arc<std::sync::Mutex<Health>>,
+) -> bool {
+    let Some(kind) = record.kind() else {
+        warn!(
+            seq = record.seq,
+            "skipping a buffered record of unknown kind"
+        );
+        return true;
+    };
+    let mut jitter = Jitter::new();
+    let mut stop = stop;
+    for payload in &record.payloads {
+        let mut attempt = 0u32;
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            if ctx.spool.is_done(record.seq) {
+                return true; // dropped to keep the buffer within its budget
+            }
+            match client.send(kind, payload).await {
+                Ok((items, resp)) => {
+                    if let Some(since) = health
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .failing_since
+                        .take()
+                    {
+                        info!(after = ?since.elapsed(), "server reachable again; sending the buffer");
                     }
-                    Err(status) if retryable(status.code()) => {
-                        ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        failing_since.get_or_insert_with(Instant::now);
-                        let delay = backoff(
-                            shipping.retry_base,
-                            shipping.retry_max,
-                            attempt,
-                            jitter.next_u64(),
+                    let s = &ctx.stats;
+                    s.requests_sent.fetch_add(1, Ordering::Relaxed);
+                    s.bytes_sent
+                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    s.items_sent
+                        .fetch_add(resp.accepted.min(items), Ordering::Relaxed);
+                    if let Some(first) = resp.rejected.first() {
+                        s.items_rejected
+                            .fetch_add(resp.rejected.len() as u64, Ordering::Relaxed);
+                        warn!(
+                            rejected = resp.rejected.len(),
+                            field = %first.field,
+                            reason = %first.reason,
+                            "server refused items of a batch (not retried)"
                         );
-                        if last_warn.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
-                            last_warn = Some(Instant::now());
+                    }
+                    break;
+                }
+                Err(status) if retryable(status.code()) => {
+                    ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = backoff(
+                        shipping.retry_base,
+                        shipping.retry_max,
+                        attempt,
+                        jitter.next_u64(),
+                    );
+                    {
+                        let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
+                        h.failing_since.get_or_insert_with(Instant::now);
+                        if h.last_warn
+                            .is_none_or(|w| w.elapsed() >= Duration::from_secs(60))
+                        {
+                            h.last_warn = Some(Instant::now());
                             warn!(code = ?status.code(), message = %status.message(), retry_in = ?delay, buffered_bytes = ctx.spool.bytes(), "cannot send; keeping the data and retrying");
                         }
-                        attempt = attempt.saturating_add(1);
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            _ = stop.changed() => {}
-                        }
                     }
-                    Err(status) => {
-                        ctx.stats.requests_rejected.fetch_add(1, Ordering::Relaxed);
-                        ctx.stats.items_rejected.fetch_add(
-                            record.items / record.payloads.len().max(1) as u64,
-                            Ordering::Relaxed,
-                        );
-                        warn!(code = ?status.code(), message = %status.message(), seq = record.seq, "server refused a request for good; dropped (not retried)");
-                        break;
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => {}
                     }
+                }
+                Err(status) => {
+                    ctx.stats.requests_rejected.fetch_add(1, Ordering::Relaxed);
+                    ctx.stats.items_rejected.fetch_add(
+                        record.items / record.payloads.len().max(1) as u64,
+                        Ordering::Relaxed,
+                    );
+                    warn!(code = ?status.code(), message = %status.message(), seq = record.seq, "server refused a request for good; dropped (not retried)");
+                    break;
                 }
             }
         }
-        if let Err(e) = ctx.spool.ack(record.seq) {
-            warn!(error = %e, "cannot record a delivery in the buffer; it may be sent again (the server ignores the repeat)");
-        }
     }
+    true
 }
 
 #[cfg(test)]

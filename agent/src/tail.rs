@@ -794,7 +794,10 @@ impl FileSource {
         let ids: Vec<(u64, u64)> = self.tailers.keys().copied().collect();
         for id in ids {
             if let Some(mut t) = self.tailers.remove(&id) {
-                if let Err(e) = self.emit_pending(&mut t).and_then(|()| self.flush_batch(&mut t)) {
+                if let Err(e) = self
+                    .emit_pending(&mut t)
+                    .and_then(|()| self.flush_batch(&mut t))
+                {
                     warn!(path = %t.path.display(), error = %e, "cannot write the last batch");
                 }
                 self.tailers.insert(id, t);

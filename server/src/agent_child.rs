@@ -61,13 +61,18 @@ pub struct AgentChild {
 impl AgentChild {
     /// Prepares the agent for a server whose gRPC port is `grpc`, with its state next to the
     /// WAL directory.
-    pub fn prepare(wal_dir: &Path, config: Option<&Path>, grpc: SocketAddr) -> anyhow::Result<Self> {
+    pub fn prepare(
+        wal_dir: &Path,
+        config: Option<&Path>,
+        grpc: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let binary = agent_binary()?;
         let data = wal_dir
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| wal_dir.join("agent-data"), Path::to_path_buf);
-        std::fs::create_dir_all(&data).with_context(|| format!("--agent: cannot create {}", data.display()))?;
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("--agent: cannot create {}", data.display()))?;
         let config = match config {
             Some(c) => c.to_path_buf(),
             None => {

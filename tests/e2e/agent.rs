@@ -513,10 +513,25 @@ async fn refused_items_are_counted_and_not_retried() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sql_count(&server, sql).await, 5);
-    assert_eq!(agent.counter("watchtrail_agent_items_rejected_total").await, 10);
-    assert_eq!(agent.counter("watchtrail_agent_retries_total").await, 0, "a refusal is not retried");
-    assert_eq!(agent.counter("watchtrail_agent_buffer_bytes").await, 0, "nothing is left waiting");
-    assert!(agent.log().contains("server refused items of a batch"), "{}", agent.log());
+    assert_eq!(
+        agent.counter("watchtrail_agent_items_rejected_total").await,
+        10
+    );
+    assert_eq!(
+        agent.counter("watchtrail_agent_retries_total").await,
+        0,
+        "a refusal is not retried"
+    );
+    assert_eq!(
+        agent.counter("watchtrail_agent_buffer_bytes").await,
+        0,
+        "nothing is left waiting"
+    );
+    assert!(
+        agent.log().contains("server refused items of a batch"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,11 +556,23 @@ async fn all_in_one_runs_an_agent_beside_the_server() {
         config.to_str().expect("utf-8 path"),
     ]);
     let mut server = TestServer::start(opts).await;
-    wait_for("the host's log line and metrics", Duration::from_secs(30), || async {
-        let lines = sql_count(&server, "SELECT count(*) FROM logs WHERE log_group = '/aio'").await;
-        let points = sql_count(&server, "SELECT count(*) FROM metrics WHERE dimensions['host'] = 'aio-host'").await;
-        (lines == 1 && points > 0).then_some(())
-    })
+    wait_for(
+        "the host's log line and metrics",
+        Duration::from_secs(30),
+        || async {
+            let lines = sql_count(
+                &server,
+                "SELECT count(*) FROM logs WHERE log_group = '/aio'",
+            )
+            .await;
+            let points = sql_count(
+                &server,
+                "SELECT count(*) FROM metrics WHERE dimensions['host'] = 'aio-host'",
+            )
+            .await;
+            (lines == 1 && points > 0).then_some(())
+        },
+    )
     .await;
     // The agent's state lives beside the WAL directory.
     assert!(dir.path().join("server/agent/buffer").is_dir());
@@ -560,5 +587,12 @@ async fn all_in_one_runs_an_agent_beside_the_server() {
     let log = server.log();
     assert!(log.contains("all-in-one: agent stopped"), "{log}");
     let server = TestServer::start(ServerOptions::local(&dir.path().join("server"))).await;
-    assert_eq!(sql_count(&server, "SELECT count(*) FROM logs WHERE log_group = '/aio'").await, 2);
+    assert_eq!(
+        sql_count(
+            &server,
+            "SELECT count(*) FROM logs WHERE log_group = '/aio'"
+        )
+        .await,
+        2
+    );
 }

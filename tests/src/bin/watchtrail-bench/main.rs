@@ -9,6 +9,7 @@
 //! target/release/watchtrail-bench alarms --rounds 5 --alarms 1000
 //! ```
 
+mod agent;
 mod alarms;
 mod query;
 
@@ -585,10 +586,22 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Some("agent") => {
+            agent::bench_agent(agent::Options {
+                seconds: flag("--seconds", "120").parse()?,
+                interval_s: flag("--interval", "60").parse()?,
+                lines_per_sec: flag("--lines-per-sec", "1000").parse()?,
+                throughput_lines: flag("--throughput-lines", "2000000").parse()?,
+                no_peers: args.iter().any(|a| a == "--no-peers"),
+                throughput_only: args.iter().any(|a| a == "--throughput-only"),
+            })
+            .await
+        }
         _ => bail!(
             "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
              | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
-             | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] [--concurrency N]"
+             | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] \
+             | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] [--concurrency N]"
         ),
     }
 }
