@@ -20,7 +20,12 @@ const SETTLE: Duration = Duration::from_secs(30);
 pub struct CloudTrailDir {
     dir: PathBuf,
     ctx: Arc<Context>,
+    scans: u64,
 }
+
+/// Every this many scans, the marks of files that are gone are forgotten, so the positions do
+/// not grow with every file ever delivered.
+const PRUNE_EVERY: u64 = 120;
 
 fn key(path: &Path) -> String {
     format!("cloudtrail:{}", path.display())
@@ -50,7 +55,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 impl CloudTrailDir {
     /// Watches `dir`.
     pub fn new(dir: PathBuf, ctx: Arc<Context>) -> Self {
-        Self { dir, ctx }
+        Self { dir, ctx, scans: 0 }
     }
 
     /// Reads every file not read before; returns how many were read.
@@ -58,6 +63,10 @@ impl CloudTrailDir {
         let mut files = Vec::new();
         walk(&self.dir, &mut files);
         files.sort();
+        if self.scans.is_multiple_of(PRUNE_EVERY) {
+            self.prune();
+        }
+        self.scans += 1;
         let mut done = 0;
         for path in files {
             let k = key(&path);
@@ -97,6 +106,17 @@ impl CloudTrailDir {
             }
         }
         done
+    }
+
+    /// Forgets the marks of files that no longer exist (deleted after delivery).
+    fn prune(&self) {
+        for key in self.ctx.spool.positions().into_keys() {
+            if let Some(path) = key.strip_prefix("cloudtrail:")
+                && !Path::new(path).exists()
+            {
+                self.ctx.spool.forget(&key);
+            }
+        }
     }
 
     fn read_file(&self, path: &Path) -> Result<(), AuditError> {

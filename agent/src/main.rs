@@ -129,6 +129,7 @@ fn describe(config: &Config) {
 }
 
 fn main() -> ExitCode {
+    watchtrail_agent::limit_malloc();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))

@@ -202,6 +202,20 @@ fn read_frame(r: &mut impl io::Read) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(body))
 }
 
+/// Writes a frame's header and body in one system call where the kernel allows.
+fn write_frame(w: &mut File, header: &[u8], body: &[u8]) -> io::Result<()> {
+    let mut bufs = [io::IoSlice::new(header), io::IoSlice::new(body)];
+    let mut slices: &mut [io::IoSlice<'_>] = &mut bufs;
+    while !slices.is_empty() {
+        let n = w.write_vectored(slices)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
 impl Spool {
     /// Opens (or creates) the buffer under `dir`, cutting off a torn tail and reading back the
     /// positions of every record written.
@@ -408,18 +422,16 @@ impl Spool {
                 path,
             });
         }
-        let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
+        let mut header = [0u8; FRAME_HEADER];
+        header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        let frame_len = (FRAME_HEADER + body.len()) as u64;
         let sync = inner.options.sync;
         let Some(writer) = inner.writer.as_mut() else {
             return Err(io::Error::other("buffer writer missing"));
         };
-        if let Err(e) = writer
-            .write_all(&frame)
-            .and_then(|()| if sync { writer.sync_data() } else { Ok(()) })
-        {
+        let written = write_frame(writer, &header, &body);
+        if let Err(e) = written.and_then(|()| if sync { writer.sync_data() } else { Ok(()) }) {
             // The segment may now end in a torn frame: start a new one for the next record (the
             // torn tail is cut off at the next start).
             inner.writer = None;
@@ -435,9 +447,9 @@ impl Spool {
         }
         if let Some(s) = inner.segments.back_mut() {
             s.records.push((seq, items));
-            s.bytes += frame.len() as u64;
+            s.bytes += frame_len;
         }
-        inner.total_bytes += frame.len() as u64;
+        inner.total_bytes += frame_len;
         self.enforce_budget(&mut inner)?;
         self.stats
             .buffer_bytes
