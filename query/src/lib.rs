@@ -19,6 +19,7 @@
 
 pub mod error;
 pub mod files;
+pub mod lifecycle;
 pub mod store;
 pub mod tables;
 pub mod units;
