@@ -1,13 +1,15 @@
 //! Data lifecycle: compaction of small files per time window, retention by whole windows, and
 //! deletion of replaced files after a grace period.
 //!
-//! - **Windows.** A file belongs to the window (`window` long, aligned to the epoch) that holds
-//!   the earliest time in it. Compaction never merges files of different windows, and
-//!   retention drops windows whole.
-//! - **Compaction.** In a window that has ended at least `settle` ago, the files smaller than
-//!   half the target are merged. Their rows are sorted again in the table's storage order by
-//!   DataFusion, within a memory limit (it spills to disk past it), and written as files of
-//!   about `target_bytes`. One Delta commit removes the inputs and adds the outputs, both with
+//! - **Windows.** Time is cut into windows (`window` long, aligned to the epoch). A flushed
+//!   file may hold rows of several windows (late or backfilled data); compaction rewrites rows
+//!   window by window, so that every file it writes holds one window only.
+//! - **Compaction.** Small files (under half the target) of windows that ended at least
+//!   `settle` ago are grouped: files that share a window belong to the same group. A group of
+//!   two or more files, or a single file that spans windows, is rewritten. Its rows are sorted
+//!   by window, then in the table's storage order, by DataFusion within a memory limit (it
+//!   spills to disk past it), and written as one file per window (or several of about
+//!   `target_bytes`). One Delta commit removes the inputs and adds the outputs, both with
 //!   `dataChange: false`, so a reader sees the old files or the new ones, never both.
 //! - **Retention.** A file whose latest time is older than the kind's retention is removed (a
 //!   Delta `remove` with `dataChange: true`).
@@ -21,11 +23,11 @@ use std::time::Duration;
 
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col, lit};
-use deltalake::kernel::{Action, Remove};
+use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, Remove};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
-use deltalake::DeltaTable;
 use futures::StreamExt as _;
 use object_store::ObjectStoreExt as _;
 use object_store::buffered::BufWriter;
@@ -69,9 +71,9 @@ impl Default for Policy {
 }
 
 /// The retention periods CloudWatch Logs accepts, in days.
-pub const RETENTION_DAYS: [u32; 22] = [
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-    3288, 3653,
+pub const RETENTION_DAYS: [u32; 21] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 2192, 2557, 2922, 3288,
+    3653,
 ];
 
 /// What one pass over a table did.
@@ -96,25 +98,40 @@ fn window_of(time_us: i64, window: Duration) -> i64 {
     time_us.div_euclid(w) * w
 }
 
-/// Groups of small files to merge, one group per window, oldest window first.
+/// Groups of small files to rewrite, oldest first: files that share a window are in one
+/// group; a group is worth rewriting when it has two files or one that spans windows.
 pub fn plan_compaction(files: &[DataFile], policy: &Policy, now_us: i64) -> Vec<Vec<DataFile>> {
     let small = policy.target_bytes / 2;
-    let w = policy.window.as_micros() as i64;
-    let mut windows: BTreeMap<i64, Vec<DataFile>> = BTreeMap::new();
-    for f in files {
-        let Some((lo, _)) = f.time_range else {
-            continue;
-        };
-        if f.size >= small {
-            continue;
+    let w = (policy.window.as_micros() as i64).max(1);
+    let settle = policy.settle.as_micros() as i64;
+    let mut candidates: Vec<(i64, i64, DataFile)> = files
+        .iter()
+        .filter(|f| f.size < small)
+        .filter_map(|f| {
+            let (lo, hi) = f.time_range?;
+            let (first, last) = (window_of(lo, policy.window), window_of(hi, policy.window));
+            // Every window the file touches must be over.
+            (last + w + settle <= now_us).then(|| (first, last, f.clone()))
+        })
+        .collect();
+    candidates.sort_by_key(|c| (c.0, c.1));
+    let mut groups: Vec<(i64, Vec<DataFile>, bool)> = Vec::new();
+    for (first, last, f) in candidates {
+        let spans = first != last;
+        match groups.last_mut() {
+            Some((end, g, mixed)) if first <= *end => {
+                *end = (*end).max(last);
+                *mixed |= spans;
+                g.push(f);
+            }
+            _ => groups.push((last, vec![f], spans)),
         }
-        let start = window_of(lo, policy.window);
-        if start + w + policy.settle.as_micros() as i64 > now_us {
-            continue;
-        }
-        windows.entry(start).or_default().push(f.clone());
     }
-    windows.into_values().filter(|g| g.len() >= 2).collect()
+    groups
+        .into_iter()
+        .filter(|(_, g, mixed)| g.len() >= 2 || *mixed)
+        .map(|(_, g, _)| g)
+        .collect()
 }
 
 /// Files whose every row is older than the kind's retention.
@@ -129,17 +146,26 @@ pub fn plan_retention(files: &[DataFile], retention: Duration, now_us: i64) -> V
 
 /// The sort order of a compacted file: series (or group and stream, or source and name), then
 /// time, as the flusher writes them.
-fn sort_exprs(kind: TableKind) -> Vec<datafusion::logical_expr::SortExpr> {
+fn sort_exprs(kind: TableKind, window: Duration) -> Vec<datafusion::logical_expr::SortExpr> {
     use datafusion::functions_nested::expr_fn::{array_to_string, map_values};
     let asc = |e: datafusion::prelude::Expr| e.sort(true, false);
-    match kind {
+    let window_us = (window.as_micros() as i64).max(1);
+    let window_key =
+        datafusion::prelude::cast(col(kind.time_column()), arrow::datatypes::DataType::Int64)
+            / lit(window_us);
+    let mut keys = vec![asc(window_key)];
+    keys.extend(match kind {
         TableKind::Metrics => vec![
             asc(col("namespace")),
             asc(col("metric_name")),
             asc(array_to_string(map_values(col("dimensions")), lit("\u{1}"))),
             asc(col("time")),
         ],
-        TableKind::Logs => vec![asc(col("log_group")), asc(col("log_stream")), asc(col("time"))],
+        TableKind::Logs => vec![
+            asc(col("log_group")),
+            asc(col("log_stream")),
+            asc(col("time")),
+        ],
         TableKind::Audit => vec![
             asc(col("eventsource")),
             asc(col("eventname")),
@@ -148,7 +174,34 @@ fn sort_exprs(kind: TableKind) -> Vec<datafusion::logical_expr::SortExpr> {
         TableKind::AlarmHistory | TableKind::WebhookDeliveries => {
             vec![asc(col("alarm_name")), asc(col("time"))]
         }
+    });
+    keys
+}
+
+/// Splits a batch sorted by window into runs of one window each.
+fn window_runs(
+    batch: &arrow::array::RecordBatch,
+    kind: TableKind,
+    window: Duration,
+) -> Result<Vec<(i64, arrow::array::RecordBatch)>> {
+    let Some(c) = batch.column_by_name(kind.time_column()) else {
+        return Err(Error::Internal("compaction lost the time column".into()));
+    };
+    let ts = arrow::array::AsArray::as_primitive::<arrow::datatypes::TimestampMicrosecondType>(c);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=ts.len() {
+        let end_of_run =
+            i == ts.len() || window_of(ts.value(i), window) != window_of(ts.value(start), window);
+        if end_of_run {
+            out.push((
+                window_of(ts.value(start), window),
+                batch.slice(start, i - start),
+            ));
+            start = i;
+        }
     }
+    Ok(out)
 }
 
 /// A file's path inside its table (what `add` and `remove` actions name).
@@ -182,7 +235,11 @@ fn remove_action(rel: String, size: u64, data_change: bool) -> Action {
     })
 }
 
-async fn commit(table: &mut DeltaTable, actions: Vec<Action>, operation: DeltaOperation) -> Result<i64> {
+async fn commit(
+    table: &mut DeltaTable,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+) -> Result<i64> {
     let snapshot = table.snapshot()?.clone();
     let finalized = CommitBuilder::default()
         .with_actions(actions)
@@ -192,8 +249,8 @@ async fn commit(table: &mut DeltaTable, actions: Vec<Action>, operation: DeltaOp
     Ok(finalized.version() as i64)
 }
 
-/// Merges `inputs` (files of one window) into files of about the target size and swaps them in
-/// with one commit. Outputs already written are deleted when the commit fails.
+/// Rewrites `inputs` as files of one window each (and about the target size at most), and
+/// swaps them in with one commit. Outputs already written are deleted when the commit fails.
 ///
 /// # Errors
 /// Storage, Parquet or DataFusion errors, or a commit that conflicted with another.
@@ -221,49 +278,76 @@ pub async fn compact(
     let df = ctx
         .read_parquet(paths, ParquetReadOptions::default().schema(&schema))
         .await?
-        .sort(sort_exprs(kind))?;
+        .sort(sort_exprs(kind, policy.window))?;
     let mut stream = df.execute_stream().await?;
     let table_root = storage.table_path(tenant, kind);
     let props = crate::files::writer_properties(kind);
     let mut written: Vec<(String, u64, FileStats)> = Vec::new();
-    let mut current: Option<(String, AsyncArrowWriter<BufWriter>, FileStats)> = None;
+    let mut current: Option<(String, AsyncArrowWriter<BufWriter>, FileStats, i64)> = None;
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            if current.is_none() {
-                let name = format!("part-compact-{}.zstd.parquet", uuid::Uuid::new_v4().simple());
-                let path = table_root.clone().join(name.as_str());
-                let w = BufWriter::new(storage.object_store(), path);
-                let writer = AsyncArrowWriter::try_new(w, Arc::clone(&schema), Some(props.clone()))?;
-                current = Some((name, writer, FileStats { num_records: 0, time_range: None }));
-            }
-            if let Some((_, writer, stats)) = current.as_mut() {
-                // The compacted rows keep the table's schema exactly.
-                let batch = batch.with_schema(Arc::clone(&schema))?;
-                stats.num_records += batch.num_rows() as i64;
-                if let Some(c) = batch.column_by_name(kind.time_column()) {
-                    let ts = arrow::array::AsArray::as_primitive::<arrow::datatypes::TimestampMicrosecondType>(c);
-                    if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
-                        stats.time_range = Some(stats.time_range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-                    }
+            // The compacted rows keep the table's schema exactly.
+            let batch = batch.with_schema(Arc::clone(&schema))?;
+            for (window, run) in window_runs(&batch, kind, policy.window)? {
+                let roll = current.as_ref().is_some_and(|c| {
+                    c.3 != window || c.1.bytes_written() as u64 >= policy.target_bytes
+                });
+                if roll && let Some((name, writer, stats, _)) = current.take() {
+                    writer.close().await?;
+                    let size = storage
+                        .object_store()
+                        .head(&table_root.clone().join(name.as_str()))
+                        .await?
+                        .size;
+                    written.push((name, size, stats));
                 }
-                writer.write(&batch).await?;
-                if writer.bytes_written() as u64 >= policy.target_bytes {
-                    if let Some((name, writer, stats)) = current.take() {
-                        let meta = writer.close().await?;
-                        let _ = meta;
-                        let size = storage.object_store().head(&table_root.clone().join(name.as_str())).await?.size;
-                        written.push((name, size, stats));
+                if current.is_none() {
+                    let name = format!(
+                        "part-compact-{}.zstd.parquet",
+                        uuid::Uuid::new_v4().simple()
+                    );
+                    let path = table_root.clone().join(name.as_str());
+                    let w = BufWriter::new(storage.object_store(), path);
+                    let writer =
+                        AsyncArrowWriter::try_new(w, Arc::clone(&schema), Some(props.clone()))?;
+                    current = Some((
+                        name,
+                        writer,
+                        FileStats {
+                            num_records: 0,
+                            time_range: None,
+                        },
+                        window,
+                    ));
+                }
+                if let Some((_, writer, stats, _)) = current.as_mut() {
+                    stats.num_records += run.num_rows() as i64;
+                    if let Some(c) = run.column_by_name(kind.time_column()) {
+                        let ts = arrow::array::AsArray::as_primitive::<
+                            arrow::datatypes::TimestampMicrosecondType,
+                        >(c);
+                        if let (Some(lo), Some(hi)) =
+                            (arrow::compute::min(ts), arrow::compute::max(ts))
+                        {
+                            stats.time_range = Some(
+                                stats
+                                    .time_range
+                                    .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
+                            );
+                        }
                     }
+                    writer.write(&run).await?;
                 }
             }
         }
-        if let Some((name, writer, stats)) = current.take() {
+        if let Some((name, writer, stats, _)) = current.take() {
             writer.close().await?;
-            let size = storage.object_store().head(&table_root.clone().join(name.as_str())).await?.size;
+            let size = storage
+                .object_store()
+                .head(&table_root.clone().join(name.as_str()))
+                .await?
+                .size;
             written.push((name, size, stats));
         }
         Ok(())
@@ -271,7 +355,10 @@ pub async fn compact(
     .await;
     let cleanup = |written: &Vec<(String, u64, FileStats)>| {
         let store = storage.object_store();
-        let paths: Vec<Path> = written.iter().map(|(n, _, _)| table_root.clone().join(n.as_str())).collect();
+        let paths: Vec<Path> = written
+            .iter()
+            .map(|(n, _, _)| table_root.clone().join(n.as_str()))
+            .collect();
         async move {
             for p in paths {
                 let _ = store.delete(&p).await;
@@ -293,7 +380,11 @@ pub async fn compact(
     let now = chrono::Utc::now().timestamp_millis();
     let mut actions = Vec::new();
     for f in inputs {
-        actions.push(remove_action(relative(&table_root, &f.path)?, f.size, false));
+        actions.push(remove_action(
+            relative(&table_root, &f.path)?,
+            f.size,
+            false,
+        ));
     }
     for (name, size, stats) in &written {
         let mut add = add_action(kind, name.clone(), *size as i64, now, stats);
@@ -353,7 +444,12 @@ pub async fn expire(
 ///
 /// # Errors
 /// Storage errors while loading the table; a failing window is logged and skipped.
-pub async fn run_table(storage: &Storage, tenant: &str, kind: TableKind, policy: &Policy) -> Result<PassStats> {
+pub async fn run_table(
+    storage: &Storage,
+    tenant: &str,
+    kind: TableKind,
+    policy: &Policy,
+) -> Result<PassStats> {
     let Some(mut table) = storage.open_table(tenant, kind).await? else {
         return Ok(PassStats::default());
     };
@@ -365,14 +461,25 @@ pub async fn run_table(storage: &Storage, tenant: &str, kind: TableKind, policy:
         let cutoff = now_us - retention.as_micros() as i64;
         stats.expired = expire(storage, tenant, kind, &mut table, &old, cutoff).await?;
         if stats.expired > 0 {
-            info!(tenant, table = kind.name(), files = stats.expired, "retention removed expired files");
+            info!(
+                tenant,
+                table = kind.name(),
+                files = stats.expired,
+                "retention removed expired files"
+            );
         }
     }
     let files = TableFiles::from_table(storage, tenant, kind, &table, None).await?;
     for group in plan_compaction(&files.files, policy, now_us) {
         match compact(storage, tenant, kind, &mut table, &group, policy).await {
             Ok(s) => {
-                debug!(tenant, table = kind.name(), files_in = s.files_in, files_out = s.files_out, "compacted a window");
+                debug!(
+                    tenant,
+                    table = kind.name(),
+                    files_in = s.files_in,
+                    files_out = s.files_out,
+                    "compacted a window"
+                );
                 stats.windows += 1;
                 stats.files_in += s.files_in;
                 stats.files_out += s.files_out;
@@ -392,11 +499,17 @@ pub async fn run_table(storage: &Storage, tenant: &str, kind: TableKind, policy:
 ///
 /// # Errors
 /// Storage or commit errors.
-pub async fn vacuum(storage: &Storage, tenant: &str, kind: TableKind, grace: Duration) -> Result<usize> {
+pub async fn vacuum(
+    storage: &Storage,
+    tenant: &str,
+    kind: TableKind,
+    grace: Duration,
+) -> Result<usize> {
     let Some(table) = storage.open_table(tenant, kind).await? else {
         return Ok(0);
     };
-    let retention = chrono::Duration::from_std(grace).map_err(|e| Error::Internal(e.to_string()))?;
+    let retention =
+        chrono::Duration::from_std(grace).map_err(|e| Error::Internal(e.to_string()))?;
     let (_, metrics) = table
         .vacuum()
         .with_mode(VacuumMode::Lite)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use watchtrail_query::store::ObjectStoreArgs;
+use watchtrail_query::tables::TableKind;
 pub use watchtrail_query::units::{parse_bytes, parse_duration};
 
 use crate::ingest::flush::FlushConfig;
@@ -123,9 +124,89 @@ pub struct ServerArgs {
     #[arg(long, requires = "agent")]
     pub agent_config: Option<PathBuf>,
 
+    /// Turn off compaction, retention and vacuum on this server (others sharing the store may
+    /// still run them).
+    #[arg(long, env = "WATCHTRAIL_NO_COMPACTION")]
+    pub no_compaction: bool,
+
+    /// How often each table is compacted, expired and vacuumed.
+    #[arg(long, env = "WATCHTRAIL_COMPACTION_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+
+    /// Time window of compaction and retention: files of different windows are never merged,
+    /// and retention drops whole windows.
+    #[arg(long, env = "WATCHTRAIL_COMPACTION_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub compaction_window: Duration,
+
+    /// Size of a compacted file; files under half of it are merged.
+    #[arg(long, env = "WATCHTRAIL_COMPACTION_TARGET", default_value = "256M", value_parser = parse_bytes)]
+    pub compaction_target: u64,
+
+    /// A window is compacted once it ended this long ago (late data has arrived by then).
+    #[arg(long, env = "WATCHTRAIL_COMPACTION_SETTLE", default_value = "10m", value_parser = parse_duration)]
+    pub compaction_settle: Duration,
+
+    /// Memory one compaction may use before it spills to disk.
+    #[arg(long, env = "WATCHTRAIL_COMPACTION_MEMORY", default_value = "512M", value_parser = parse_bytes)]
+    pub compaction_memory: u64,
+
+    /// Replaced and expired files are deleted this long after they left the table; longer
+    /// than --query-timeout, so no query loses a file it is reading.
+    #[arg(long, env = "WATCHTRAIL_VACUUM_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub vacuum_grace: Duration,
+
+    /// Retention of `metrics`: `never`, or days (`15d`, `455d`).
+    #[arg(long, env = "WATCHTRAIL_RETENTION_METRICS", default_value = "never", value_parser = parse_metric_retention)]
+    pub retention_metrics: Retention,
+
+    /// Retention of `logs`: `never` or one of CloudWatch Logs' values (1d, 3d, 5d, 7d, 14d,
+    /// 30d, 60d, 90d, 120d, 150d, 180d, 365d, 400d, 545d, 731d, 1827d, ... 3653d).
+    #[arg(long, env = "WATCHTRAIL_RETENTION_LOGS", default_value = "never", value_parser = parse_log_retention)]
+    pub retention_logs: Retention,
+
+    /// Retention of `audit` (kept apart from logs; CloudTrail Lake's default is to keep
+    /// events): `never` or one of the CloudWatch Logs values.
+    #[arg(long, env = "WATCHTRAIL_RETENTION_AUDIT", default_value = "never", value_parser = parse_log_retention)]
+    pub retention_audit: Retention,
+
     /// Write the bound gRPC and HTTP addresses to this file, one per line (tests bind port 0).
     #[arg(long, hide = true)]
     pub listen_addr_file: Option<PathBuf>,
+}
+
+/// How long a table keeps data: `None` is forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+fn parse_days(s: &str) -> Result<Option<u32>, String> {
+    if s.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    let days = s
+        .strip_suffix('d')
+        .and_then(|d| d.parse::<u32>().ok())
+        .filter(|d| *d > 0)
+        .ok_or_else(|| format!("`{s}` is not `never` or a number of days like 30d"))?;
+    Ok(Some(days))
+}
+
+fn parse_metric_retention(s: &str) -> Result<Retention, String> {
+    Ok(Retention(
+        parse_days(s)?.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+    ))
+}
+
+fn parse_log_retention(s: &str) -> Result<Retention, String> {
+    match parse_days(s)? {
+        None => Ok(Retention(None)),
+        Some(d) if watchtrail_query::lifecycle::RETENTION_DAYS.contains(&d) => {
+            Ok(Retention(Some(Duration::from_secs(u64::from(d) * 86_400))))
+        }
+        Some(d) => Err(format!(
+            "{d} days is not a CloudWatch Logs retention; one of {:?} days, or never",
+            watchtrail_query::lifecycle::RETENTION_DAYS
+        )),
+    }
 }
 
 /// The validated configuration `serve` runs with.
@@ -145,6 +226,8 @@ pub struct ServerConfig {
     pub query_threads: usize,
     /// The alarm evaluator and the notification outbox.
     pub alarms: crate::alarms::AlarmConfig,
+    /// Compaction, retention and vacuum.
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
 }
 
 impl ServerArgs {
@@ -174,6 +257,23 @@ impl ServerArgs {
             return Err(
                 "--webhook-retry-base must be positive and at most --webhook-retry-max".into(),
             );
+        }
+        if self.compaction_interval.is_zero() || self.compaction_window < Duration::from_secs(60) {
+            return Err(
+                "--compaction-interval must be positive and --compaction-window at least 1m".into(),
+            );
+        }
+        if self.compaction_target < (1 << 20) || self.compaction_memory < (16 << 20) {
+            return Err(
+                "--compaction-target must be at least 1M and --compaction-memory at least 16M"
+                    .into(),
+            );
+        }
+        if self.vacuum_grace <= self.query_timeout {
+            return Err(format!(
+                "--vacuum-grace ({:?}) must be longer than --query-timeout ({:?}), or a query could lose a file it is reading",
+                self.vacuum_grace, self.query_timeout
+            ));
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let query_threads = self.query_threads.unwrap_or(cores).max(1);
@@ -207,6 +307,25 @@ impl ServerArgs {
                 webhook_max_age: self.webhook_max_age,
                 retry_base: self.webhook_retry_base,
                 retry_max: self.webhook_retry_max,
+            },
+            lifecycle: crate::lifecycle::LifecycleConfig {
+                enabled: !self.no_compaction,
+                interval: self.compaction_interval,
+                policy: watchtrail_query::lifecycle::Policy {
+                    window: self.compaction_window,
+                    target_bytes: self.compaction_target,
+                    settle: self.compaction_settle,
+                    memory_limit: self.compaction_memory as usize,
+                    grace: self.vacuum_grace,
+                    retention: [
+                        (TableKind::Metrics, self.retention_metrics.0),
+                        (TableKind::Logs, self.retention_logs.0),
+                        (TableKind::Audit, self.retention_audit.0),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, r)| Some((k, r?)))
+                    .collect(),
+                },
             },
         })
     }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod lifecycle;
 pub mod metrics;
 pub mod query;
 pub mod wal;
@@ -122,6 +123,13 @@ pub async fn serve(
     ));
     let alarm_stop = CancellationToken::new();
     let alarm_task = tokio::spawn(Arc::clone(&alarms).run(alarm_stop.clone()));
+    let lifecycle_task = tokio::spawn(lifecycle::run(
+        storage.clone(),
+        config.lifecycle.clone(),
+        wal.server_id().to_string(),
+        Arc::clone(&metrics),
+        alarm_stop.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -178,6 +186,7 @@ pub async fn serve(
 
     alarm_stop.cancel();
     let _ = alarm_task.await;
+    let _ = lifecycle_task.await;
     info!("stopped taking requests; committing buffered rows");
     flush_stop.cancel();
     flush_task

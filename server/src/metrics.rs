@@ -122,6 +122,22 @@ pub struct Metrics {
     pub notifications_delivered: Counter,
     /// Notification attempts that failed (retried, refused or given up).
     pub notification_failures: Counter,
+    /// Time windows compacted.
+    pub compaction_windows: Counter,
+    /// Small files merged away by compaction.
+    pub compaction_files_in: Counter,
+    /// Files written by compaction.
+    pub compaction_files_out: Counter,
+    /// Bytes read by compaction.
+    pub compaction_bytes_in: Counter,
+    /// Bytes written by compaction.
+    pub compaction_bytes_out: Counter,
+    /// Lifecycle passes over a table that failed.
+    pub lifecycle_failures: Counter,
+    /// Files removed by retention.
+    pub retention_files_removed: Counter,
+    /// Replaced or expired files deleted from storage after the grace period.
+    pub vacuum_files_deleted: Counter,
 }
 
 impl Metrics {
@@ -206,6 +222,50 @@ impl Metrics {
             "Webhook attempts that failed (retried, refused or given up).",
             &[("", self.notification_failures.get())],
         );
+        for (name, help, v) in [
+            (
+                "watchtrail_compaction_windows_total",
+                "Time windows compacted.",
+                &self.compaction_windows,
+            ),
+            (
+                "watchtrail_compaction_files_in_total",
+                "Small files merged away by compaction.",
+                &self.compaction_files_in,
+            ),
+            (
+                "watchtrail_compaction_files_out_total",
+                "Files written by compaction.",
+                &self.compaction_files_out,
+            ),
+            (
+                "watchtrail_compaction_bytes_in_total",
+                "Bytes read by compaction.",
+                &self.compaction_bytes_in,
+            ),
+            (
+                "watchtrail_compaction_bytes_out_total",
+                "Bytes written by compaction.",
+                &self.compaction_bytes_out,
+            ),
+            (
+                "watchtrail_lifecycle_failures_total",
+                "Compaction, retention or vacuum passes that failed.",
+                &self.lifecycle_failures,
+            ),
+            (
+                "watchtrail_retention_files_removed_total",
+                "Files removed by retention.",
+                &self.retention_files_removed,
+            ),
+            (
+                "watchtrail_vacuum_files_deleted_total",
+                "Replaced or expired files deleted after the grace period.",
+                &self.vacuum_files_deleted,
+            ),
+        ] {
+            counter(name, help, &[("", v.get())]);
+        }
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };

@@ -8,6 +8,7 @@ mod cloudwatch_cli;
 mod durability;
 mod import;
 mod ingest;
+mod lifecycle;
 mod open_format;
 mod query;
 mod s3;

@@ -303,9 +303,24 @@ impl Lease {
         ttl: Duration,
         local: bool,
     ) -> Self {
+        Self::named(store, base, "alarm-evaluator", holder, ttl, local)
+    }
+
+    /// A lease at `<base>/_control/<name>.lease` (the compactor of one table, for example).
+    pub fn named(
+        store: Arc<dyn ObjectStore>,
+        base: &Path,
+        name: &str,
+        holder: String,
+        ttl: Duration,
+        local: bool,
+    ) -> Self {
         Self {
             store,
-            path: base.clone().join(CONTROL).join("alarm-evaluator.lease"),
+            path: base
+                .clone()
+                .join(CONTROL)
+                .join(format!("{name}.lease").as_str()),
             holder,
             ttl,
             local,
@@ -325,7 +340,7 @@ impl Lease {
         match self.try_acquire().await {
             Ok(held) => held,
             Err(e) => {
-                warn!(error = %e, "alarm evaluator lease check failed");
+                warn!(error = %e, lease = %self.path, "lease check failed");
                 false
             }
         }
@@ -345,7 +360,7 @@ impl Lease {
             let opts = PutOptions::from(PutMode::Create);
             return match self.store.put_opts(&self.path, self.doc(), opts).await {
                 Ok(_) => {
-                    debug!(holder = %self.holder, "took the alarm evaluator lease");
+                    debug!(holder = %self.holder, lease = %self.path, "took the lease");
                     Ok(true)
                 }
                 Err(object_store::Error::AlreadyExists { .. })
@@ -377,8 +392,8 @@ impl Lease {
                 Ok(true)
             }
             Err(object_store::Error::NotImplemented { .. }) => Err(Error::Unavailable(
-                "the object store refuses conditional writes, which the alarm evaluator's lease \
-                 needs (for S3-compatible stores, leave AWS_CONDITIONAL_PUT unset or set it to etag)"
+                "the object store refuses conditional writes, which the leases (alarm evaluator, \
+                 compactors) need (for S3-compatible stores, leave AWS_CONDITIONAL_PUT unset or set it to etag)"
                     .into(),
             )),
             Err(e) => Err(storage_error(e)),
