@@ -13,6 +13,9 @@
 //!   `dataChange: false`, so a reader sees the old files or the new ones, never both.
 //! - **Retention.** A file whose latest time is older than the kind's retention is removed (a
 //!   Delta `remove` with `dataChange: true`).
+//! - **Checkpoints** need nothing here: every commit runs Delta's post-commit hook, which writes
+//!   a checkpoint every 100 commits (`delta.checkpointInterval`) and drops commit files past
+//!   the log retention, so opening a table stays fast however long it lives.
 //! - **Vacuum.** Removed files stay in storage until `grace` has passed, so a query that
 //!   listed them before the commit still reads them. Then they are deleted, using only the
 //!   table log (Delta's "lite" vacuum), never a listing of the bucket.

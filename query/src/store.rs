@@ -466,14 +466,19 @@ impl Storage {
         self.append_to(table, tenant, kind, batch, Some(txn)).await
     }
 
-    async fn append_to(
+    /// As [`Storage::append_batch`] on a table already open (no reload of its log per call);
+    /// with `txn`, the application transaction recorded in the same commit.
+    ///
+    /// # Errors
+    /// Storage, Parquet or commit errors.
+    pub async fn append_batch_to(
         &self,
-        mut table: DeltaTable,
+        table: &mut DeltaTable,
         tenant: &str,
         kind: TableKind,
         batch: &arrow::array::RecordBatch,
         txn: Option<(String, i64)>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<i64> {
         let mut enc = crate::files::ParquetEncoder::new(kind)?;
         enc.write(&crate::files::sort_batch(kind, batch)?)?;
         let (bytes, stats) = enc.finish()?;
@@ -492,6 +497,19 @@ impl Storage {
             chrono::Utc::now().timestamp_millis(),
             &stats,
         );
-        commit_files(&mut table, vec![add], txn).await.map(Some)
+        commit_files(table, vec![add], txn).await
+    }
+
+    async fn append_to(
+        &self,
+        mut table: DeltaTable,
+        tenant: &str,
+        kind: TableKind,
+        batch: &arrow::array::RecordBatch,
+        txn: Option<(String, i64)>,
+    ) -> Result<Option<i64>> {
+        self.append_batch_to(&mut table, tenant, kind, batch, txn)
+            .await
+            .map(Some)
     }
 }

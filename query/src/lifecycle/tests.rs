@@ -298,3 +298,49 @@ async fn files_that_span_windows_are_split_by_window() {
         0
     );
 }
+
+#[tokio::test]
+async fn commits_write_a_checkpoint_every_hundred_versions() {
+    // Opening a long-lived table stays fast only with checkpoints; Delta's post-commit hook
+    // writes them, and this test guards that the commits we make keep it on.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::from_url(&format!("file://{}", dir.path().display())).expect("storage");
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut table = storage
+        .open_or_create_table("t", TableKind::Metrics)
+        .await
+        .expect("table");
+    for i in 0..100 {
+        let batch = metrics_batch(&[("h", "a")], &[now - i]);
+        storage
+            .append_batch_to(&mut table, "t", TableKind::Metrics, &batch, None)
+            .await
+            .expect("append");
+    }
+    let path = storage
+        .table_path("t", TableKind::Metrics)
+        .join("_delta_log")
+        .join("_last_checkpoint");
+    let bytes = storage
+        .object_store()
+        .get(&path)
+        .await
+        .expect("a checkpoint")
+        .bytes()
+        .await
+        .expect("read");
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert!(
+        v["version"].as_i64().is_some_and(|v| v >= 90),
+        "checkpoint at {v}"
+    );
+    let reopened = storage
+        .open_table("t", TableKind::Metrics)
+        .await
+        .expect("open")
+        .expect("table");
+    let files = TableFiles::from_table(&storage, "t", TableKind::Metrics, &reopened, None)
+        .await
+        .expect("files");
+    assert_eq!(files.files.len(), 100);
+}

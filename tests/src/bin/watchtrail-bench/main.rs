@@ -11,6 +11,7 @@
 
 mod agent;
 mod alarms;
+mod compaction;
 mod query;
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,7 @@ fn tsbs(
     hours: u64,
     end: i64,
     lines_too: bool,
+    (ticks_per_request, hosts_per_request): (usize, usize),
 ) -> (Vec<PutMetricDataRequest>, Vec<String>, u64) {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut hs = hosts(hosts_n, &mut rng);
@@ -132,12 +134,12 @@ fn tsbs(
     let mut requests = Vec::new();
     let mut lines = Vec::new();
     let mut points = 0u64;
-    for t0 in (0..ticks).step_by(TICKS_PER_REQUEST) {
-        let t1 = (t0 + TICKS_PER_REQUEST).min(ticks);
-        for group in (0..hosts_n).step_by(HOSTS_PER_REQUEST) {
+    for t0 in (0..ticks).step_by(ticks_per_request) {
+        let t1 = (t0 + ticks_per_request).min(ticks);
+        for group in (0..hosts_n).step_by(hosts_per_request) {
             let mut series = Vec::new();
             let mut body = String::new();
-            for h in &mut hs[group..(group + HOSTS_PER_REQUEST).min(hosts_n)] {
+            for h in &mut hs[group..(group + hosts_per_request).min(hosts_n)] {
                 let mut per_field: Vec<(Vec<i64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 10];
                 let tagstr: String = h.tags.iter().map(|(k, v)| format!(",{k}={v}")).collect();
                 for t in t0..t1 {
@@ -336,7 +338,13 @@ async fn http_post(addr: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
 
 async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow::Result<()> {
     eprintln!("generating TSBS cpu-only data: {hosts_n} hosts, {hours} h at 10 s");
-    let (requests, lines, points) = tsbs(hosts_n, hours, now_ms() / TICK_MS * TICK_MS, true);
+    let (requests, lines, points) = tsbs(
+        hosts_n,
+        hours,
+        now_ms() / TICK_MS * TICK_MS,
+        true,
+        (TICKS_PER_REQUEST, HOSTS_PER_REQUEST),
+    );
     let dir = tempfile::tempdir()?;
     let server = start_server(dir.path(), &[])?;
     let pid = server.child.id();
@@ -586,6 +594,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Some("compaction") => {
+            compaction::bench_compaction(
+                flag("--hosts", "100").parse()?,
+                flag("--hours", "24").parse()?,
+                flag("--runs", "3").parse()?,
+            )
+            .await
+        }
         Some("agent") => {
             agent::bench_agent(agent::Options {
                 seconds: flag("--seconds", "120").parse()?,
@@ -601,6 +617,7 @@ async fn main() -> anyhow::Result<()> {
             "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
              | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
              | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] \
+             | compaction [--hosts N --hours H --runs N] \
              | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] [--concurrency N]"
         ),
     }

@@ -21,7 +21,10 @@ use watchtrail_proto::v1::query_service_client::QueryServiceClient;
 use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest, QueryRequest, QueryStats};
 use watchtrail_query::deltalake::arrow;
 
-use super::{FIELDS, Rng, TICK_MS, client, now_ms, start_server, stop_server, tsbs};
+use super::{
+    FIELDS, HOSTS_PER_REQUEST, Rng, TICK_MS, TICKS_PER_REQUEST, client, now_ms, start_server,
+    stop_server, tsbs,
+};
 
 const HOUR_MS: i64 = 3_600_000;
 const TENANT: &str = "default";
@@ -42,9 +45,9 @@ pub(crate) struct Options {
 }
 
 /// One query instance, as the same SQL text for both engines.
-struct Case {
-    shape: &'static str,
-    sql: String,
+pub(crate) struct Case {
+    pub(crate) shape: &'static str,
+    pub(crate) sql: String,
 }
 
 /// RFC 3339 UTC, to the second: a literal both DataFusion and DuckDB compare with timestamps.
@@ -93,7 +96,7 @@ fn in_list(fields: &[&str]) -> String {
 
 /// The TSBS cpu-only query shapes of the issue, written for the long `metrics` table: one row
 /// per (series, time), the TSBS field in `metric_name`, the TSBS tags in `dimensions`.
-fn tsbs_cases(start: i64, end: i64, hosts: usize, instances: usize) -> Vec<Case> {
+pub(crate) fn tsbs_cases(start: i64, end: i64, hosts: usize, instances: usize) -> Vec<Case> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut cases = Vec::new();
     for _ in 0..instances {
@@ -322,10 +325,10 @@ async fn ingest_audit(
     Ok(acked)
 }
 
-struct Timing {
-    ms: Vec<f64>,
-    rows: usize,
-    stats: Option<QueryStats>,
+pub(crate) struct Timing {
+    pub(crate) ms: Vec<f64>,
+    pub(crate) rows: usize,
+    pub(crate) stats: Option<QueryStats>,
 }
 
 /// Runs one query over an open connection: the time from request to the last decoded batch.
@@ -362,7 +365,11 @@ async fn run_watchtrail(
     Ok((ms, rows, stats.context("no stats message")?))
 }
 
-async fn time_watchtrail(grpc: &str, cases: &[Case], runs: usize) -> anyhow::Result<Vec<Timing>> {
+pub(crate) async fn time_watchtrail(
+    grpc: &str,
+    cases: &[Case],
+    runs: usize,
+) -> anyhow::Result<Vec<Timing>> {
     let ch = Channel::from_shared(grpc.to_string())?.connect().await?;
     let mut client = QueryServiceClient::new(ch)
         .max_decoding_message_size(256 << 20)
@@ -432,7 +439,7 @@ fn time_duckdb(
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return f64::NAN;
@@ -510,7 +517,13 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
         "generating TSBS cpu-only data: {} hosts, {} h at 10 s",
         o.hosts, o.hours
     );
-    let (requests, _, points) = tsbs(o.hosts, o.hours, end, false);
+    let (requests, _, points) = tsbs(
+        o.hosts,
+        o.hours,
+        end,
+        false,
+        (TICKS_PER_REQUEST, HOSTS_PER_REQUEST),
+    );
     let server = start_server(dir, &[])?;
     let c = client(&server.grpc).await?;
     let started = Instant::now();
