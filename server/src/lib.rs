@@ -123,7 +123,15 @@ pub async fn serve(
     ));
     let alarm_stop = CancellationToken::new();
     let alarm_task = tokio::spawn(Arc::clone(&alarms).run(alarm_stop.clone()));
-    let lifecycle_task = tokio::spawn(lifecycle::run(
+    // Compaction gets one thread of its own: its CPU budget is one core, apart from ingest and
+    // queries.
+    let lifecycle_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("watchtrail-lifecycle")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("lifecycle runtime: {e}")))?;
+    let lifecycle_task = lifecycle_runtime.spawn(lifecycle::run(
         storage.clone(),
         config.lifecycle.clone(),
         wal.server_id().to_string(),
@@ -187,6 +195,7 @@ pub async fn serve(
     alarm_stop.cancel();
     let _ = alarm_task.await;
     let _ = lifecycle_task.await;
+    lifecycle_runtime.shutdown_background();
     info!("stopped taking requests; committing buffered rows");
     flush_stop.cancel();
     flush_task

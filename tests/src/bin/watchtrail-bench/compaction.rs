@@ -2,34 +2,24 @@
 //! of data (the files a day of live ingest with 10 s flushes leaves), then compacted: file
 //! count, query latency before and after, compaction throughput and CPU.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use watchtrail_query::deltalake::arrow;
+use watchtrail_query::deltalake::arrow::array::{
+    ArrayRef, Float64Array, Int32Array, MapBuilder, MapFieldNames, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray,
+};
 use watchtrail_query::engine::TableFiles;
 use watchtrail_query::lifecycle::{self, Policy};
 use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
 
 use super::query::{median, time_watchtrail, tsbs_cases};
-use super::{client, cpu_seconds, start_server, stop_server, tsbs};
+use super::{client, cpu_seconds, start_server, stop_server};
 
 const HOUR_MS: i64 = 3_600_000;
-
-async fn counter(http: &str, name: &str) -> u64 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(mut s) = tokio::net::TcpStream::connect(http).await else {
-        return 0;
-    };
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return 0;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body).await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 async fn table_files(store: &str) -> anyhow::Result<TableFiles> {
     let storage = Storage::from_url(store)?;
@@ -40,41 +30,94 @@ async fn table_files(store: &str) -> anyhow::Result<TableFiles> {
     Ok(TableFiles::from_table(&storage, "default", TableKind::Metrics, &table, None).await?)
 }
 
-pub(crate) async fn bench_compaction(hosts: usize, hours: u64, runs: usize) -> anyhow::Result<()> {
+/// One 10 s tick of every host's ten fields, as a batch of the metrics table.
+fn tick_batch(
+    hosts: &mut [super::Host],
+    rng: &mut super::Rng,
+    ts_ms: i64,
+) -> anyhow::Result<RecordBatch> {
+    let schema = TableKind::Metrics.schema();
+    let names = MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let mut dims = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    let mut metric = StringBuilder::new();
+    let mut values = Vec::new();
+    for h in hosts.iter_mut() {
+        for (f, v) in h.values.iter_mut().enumerate() {
+            *v = (*v + rng.step()).clamp(0.0, 100.0);
+            values.push(v.trunc());
+            metric.append_value(super::FIELDS[f]);
+            for (k, tv) in &h.tags {
+                dims.keys().append_value(k);
+                dims.values().append_value(tv);
+            }
+            dims.append(true)?;
+        }
+    }
+    let n = values.len();
+    let dims = dims.finish();
+    let metric = metric.finish();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.name().as_str() {
+                "namespace" => Arc::new(StringArray::from(vec!["cpu"; n])),
+                "metric_name" => Arc::new(metric.clone()),
+                "dimensions" => Arc::new(dims.clone()),
+                "time" => Arc::new(
+                    TimestampMicrosecondArray::from(vec![ts_ms * 1000; n]).with_timezone("UTC"),
+                ),
+                "value" => Arc::new(Float64Array::from(values.clone())),
+                "unit" => Arc::new(StringArray::from(vec!["Percent"; n])),
+                "storage_resolution" => Arc::new(Int32Array::from(vec![60; n])),
+                _ => arrow::array::new_null_array(f.data_type(), n),
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+pub(crate) async fn bench_compaction(
+    hosts_n: usize,
+    hours: u64,
+    runs: usize,
+) -> anyhow::Result<()> {
     let now = super::now_ms();
     // The day ends at the last full hour, so that every window is over and can be compacted.
     let end = now - now.rem_euclid(HOUR_MS);
-    eprintln!(
-        "generating TSBS cpu-only data: {hosts} hosts, {hours} h at 10 s, one request per 10 s tick"
-    );
-    let (requests, _, points) = tsbs(hosts, hours, end, false, (1, hosts));
+    let start = end - hours as i64 * HOUR_MS;
     let dir = tempfile::tempdir()?;
-    let server = start_server(dir.path(), &["--flush-max-bytes", "1", "--no-compaction"])?;
-    let mut c = client(&server.grpc).await?;
+    let store = format!("file://{}", dir.path().join("store").display());
+    let storage = Storage::from_url(&store)?;
+    // One commit per 10 s of data, each a file the way the flusher writes it (sorted, ZSTD):
+    // the table a day of live ingest with 10 s flushes leaves.
+    let mut rng = super::Rng(0x2545_f491_4f6c_dd1d);
+    let mut hosts = super::hosts(hosts_n, &mut rng);
+    let mut table = storage
+        .open_or_create_table("default", TableKind::Metrics)
+        .await?;
+    let ticks = hours as i64 * 360;
     let started = Instant::now();
-    // One request per 10 s of data, each waited for until its flush is committed: one file per
-    // 10 s, as live ingest with 10 s flushes leaves them.
-    let n = requests.len() as u64;
-    for (i, r) in requests.into_iter().enumerate() {
-        c.put_metric_data(r).await.context("put_metric_data")?;
-        let want = i as u64 + 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while counter(&server.http, "watchtrail_flush_files_committed_total").await < want {
-            if Instant::now() > deadline {
-                bail!("flush {want} of {n} did not commit");
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        if i % 1000 == 999 {
+    let mut points = 0u64;
+    for t in 0..ticks {
+        let batch = tick_batch(&mut hosts, &mut rng, start + t * 10_000)?;
+        points += batch.num_rows() as u64;
+        storage
+            .append_batch_to(&mut table, "default", TableKind::Metrics, &batch, None)
+            .await?;
+        if t % 1000 == 999 {
             eprintln!(
-                "{} of {n} flushes ({:.0} s)",
-                i + 1,
+                "{} of {ticks} files ({:.0} s)",
+                t + 1,
                 started.elapsed().as_secs_f64()
             );
         }
     }
-    let store = format!("file://{}", server.store.display());
-    stop_server(server)?;
+    let n = ticks;
     let before = table_files(&store).await?;
     let bytes_before: u64 = before.files.iter().map(|f| f.size).sum();
     eprintln!(
@@ -83,8 +126,7 @@ pub(crate) async fn bench_compaction(hosts: usize, hours: u64, runs: usize) -> a
         bytes_before as f64 / 1e6
     );
 
-    let start = end - hours as i64 * HOUR_MS;
-    let cases = tsbs_cases(start, end, hosts, 3);
+    let cases = tsbs_cases(start, end, hosts_n, 3);
     let time_queries = |label: &'static str| {
         let dir = dir.path().to_path_buf();
         let cases = &cases;
@@ -116,7 +158,7 @@ pub(crate) async fn bench_compaction(hosts: usize, hours: u64, runs: usize) -> a
     let q_after = time_queries("after").await?;
 
     println!(
-        "\n{points} points, {hosts} hosts, {hours} h; {n} flushes in {:.0} s\n",
+        "\n{points} points, {hosts_n} hosts, {hours} h; {n} files written in {:.0} s\n",
         started.elapsed().as_secs_f64()
     );
     println!("| | files | MB | bytes/point |\n|---|---|---|---|");
