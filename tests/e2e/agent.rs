@@ -596,3 +596,85 @@ async fn all_in_one_runs_an_agent_beside_the_server() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_drops_the_oldest_lines_and_counts_every_one() {
+    const LINES: usize = 30_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let mut opts = ServerOptions::local(&dir.path().join("server"));
+    opts.addrs = Some((watchtrail_e2e::free_addr(), watchtrail_e2e::free_addr()));
+    let mut server = TestServer::start(opts.clone()).await;
+    let config = agent_config(
+        &server,
+        &format!(
+            "[buffer]\nmax_bytes = \"1M\"\nsync = false\n[metrics]\nenabled = false\n[logs]\nflush_interval = \"200ms\"\n\
+             [[logs.files]]\npath = \"{}/*.log\"\nlog_group = \"/e2e/full\"\nstart_position = \"beginning\"\n",
+            logs.display()
+        ),
+    );
+    let mut agent = TestAgent::start(&dir.path().join("agent"), &config, true).await;
+    server.stop().await;
+    // About 3 MB of lines while the server is down: three times the buffer.
+    let mut text = String::new();
+    for i in 0..LINES {
+        text.push_str(&format!("full-{i:06} {}\n", "x".repeat(90)));
+    }
+    std::fs::write(logs.join("app.log"), text).expect("write");
+    wait_for(
+        "the buffer to overflow",
+        Duration::from_secs(60),
+        || async {
+            (agent.counter("watchtrail_agent_dropped_items_total").await > 0).then_some(())
+        },
+    )
+    .await;
+    wait_for("every line read", Duration::from_secs(60), || async {
+        (agent.counter("watchtrail_agent_log_events_total").await >= LINES as u64).then_some(())
+    })
+    .await;
+    let buffered = agent.counter("watchtrail_agent_buffer_bytes").await;
+    assert!(
+        buffered <= (1 << 20) + (128 << 10),
+        "the buffer holds {buffered} bytes"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("buffer full: dropped the oldest unsent records"),
+        "{}",
+        agent.log()
+    );
+    server = TestServer::start(opts).await;
+    let dropped = agent.counter("watchtrail_agent_dropped_items_total").await;
+    let sql = "SELECT count(*) FROM logs WHERE log_group = '/e2e/full'";
+    let want = LINES as i64 - dropped as i64;
+    wait_for("what the buffer kept", Duration::from_secs(60), || async {
+        (sql_count(&server, sql).await >= want).then_some(())
+    })
+    .await;
+    // A restart of the agent neither re-reads the dropped lines nor sends anything twice.
+    agent.restart().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sql_count(&server, sql).await,
+        want,
+        "every line is delivered or counted as dropped"
+    );
+    assert_eq!(
+        sql_count(
+            &server,
+            &format!("{sql} AND message LIKE 'full-{:06}%'", LINES - 1)
+        )
+        .await,
+        1,
+        "the newest line was kept"
+    );
+    assert_eq!(
+        sql_count(&server, &format!("{sql} AND message LIKE 'full-000000%'")).await,
+        0,
+        "the oldest line was dropped"
+    );
+    agent.stop().await;
+}
