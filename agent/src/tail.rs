@@ -627,42 +627,38 @@ impl FileSource {
         };
         let now = Instant::now();
         let max = self.config.max_event_bytes;
-        match t.pending.as_mut() {
+        // A continuation line joins the event being built, unless splitting asks for a new one.
+        let joined = match t.pending.as_mut() {
             Some(p) if !starts => {
-                if p.text.len() + 1 + line.len() <= max {
-                    p.text.push(b'\n');
-                    p.text.extend_from_slice(&line);
-                } else if self.config.long_lines == LongLines::Truncate {
+                let fits = p.text.len() + 1 + line.len() <= max;
+                let truncate = !fits && self.config.long_lines == LongLines::Truncate;
+                if fits || truncate {
                     let room = max.saturating_sub(p.text.len() + 1);
-                    if room > 0 {
+                    if fits || room > 0 {
+                        let take = if fits {
+                            line.len()
+                        } else {
+                            char_boundary(&line, room)
+                        };
                         p.text.push(b'\n');
-                        let cut = char_boundary(&line, room);
-                        p.text.extend_from_slice(&line[..cut]);
+                        p.text.extend_from_slice(&line[..take]);
                     }
-                    p.truncated = true;
-                } else {
-                    self.emit_pending(t)?;
-                    t.pending = Some(Pending {
-                        text: line,
-                        end,
-                        updated: now,
-                        truncated,
-                    });
-                    return Ok(());
+                    p.truncated |= truncate || truncated;
+                    p.end = end;
+                    p.updated = now;
                 }
-                p.end = end;
-                p.updated = now;
-                p.truncated |= truncated;
+                fits || truncate
             }
-            _ => {
-                self.emit_pending(t)?;
-                t.pending = Some(Pending {
-                    text: line,
-                    end,
-                    updated: now,
-                    truncated,
-                });
-            }
+            _ => false,
+        };
+        if !joined {
+            self.emit_pending(t)?;
+            t.pending = Some(Pending {
+                text: line,
+                end,
+                updated: now,
+                truncated,
+            });
         }
         Ok(())
     }

@@ -1,8 +1,7 @@
 //! Parquet encoding of table data: one place decides compression, encodings and row groups.
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::TimestampMicrosecondType;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -64,15 +63,14 @@ pub fn sort_batch(kind: TableKind, batch: &RecordBatch) -> Result<RecordBatch> {
 pub struct ParquetEncoder {
     kind: TableKind,
     writer: ArrowWriter<Vec<u8>>,
-    rows: i64,
-    range: Option<(i64, i64)>,
+    stats: FileStats,
 }
 
 impl std::fmt::Debug for ParquetEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParquetEncoder")
             .field("kind", &self.kind)
-            .field("rows", &self.rows)
+            .field("rows", &self.stats.num_records)
             .finish()
     }
 }
@@ -86,8 +84,7 @@ impl ParquetEncoder {
         Ok(Self {
             kind,
             writer: ArrowWriter::try_new(Vec::new(), kind.schema(), Some(writer_properties(kind)))?,
-            rows: 0,
-            range: None,
+            stats: FileStats::default(),
         })
     }
 
@@ -96,14 +93,7 @@ impl ParquetEncoder {
     /// # Errors
     /// Arrow or Parquet errors.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.rows += batch.num_rows() as i64;
-        if let Some(col) = batch.column_by_name(self.kind.time_column()) {
-            let ts = col.as_primitive::<TimestampMicrosecondType>();
-            debug_assert_eq!(ts.null_count(), 0);
-            if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
-                self.range = Some(self.range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-            }
-        }
+        self.stats.record(self.kind, batch);
         self.writer.write(batch)?;
         Ok(())
     }
@@ -114,12 +104,6 @@ impl ParquetEncoder {
     /// Parquet errors.
     pub fn finish(self) -> Result<(Bytes, FileStats)> {
         let bytes = self.writer.into_inner()?;
-        Ok((
-            Bytes::from(bytes),
-            FileStats {
-                num_records: self.rows,
-                time_range: self.range,
-            },
-        ))
+        Ok((Bytes::from(bytes), self.stats))
     }
 }

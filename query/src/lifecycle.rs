@@ -287,6 +287,16 @@ pub async fn compact(
     let props = crate::files::writer_properties(kind);
     let mut written: Vec<(String, u64, FileStats)> = Vec::new();
     let mut current: Option<(String, AsyncArrowWriter<BufWriter>, FileStats, i64)> = None;
+    // Closes the open file and notes its size for the commit.
+    let finish = |name: String, writer: AsyncArrowWriter<BufWriter>, stats: FileStats| async {
+        writer.close().await?;
+        let size = storage
+            .object_store()
+            .head(&table_root.clone().join(name.as_str()))
+            .await?
+            .size;
+        Ok::<_, Error>((name, size, stats))
+    };
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -297,61 +307,28 @@ pub async fn compact(
                     c.3 != window || c.1.bytes_written() as u64 >= policy.target_bytes
                 });
                 if roll && let Some((name, writer, stats, _)) = current.take() {
-                    writer.close().await?;
-                    let size = storage
-                        .object_store()
-                        .head(&table_root.clone().join(name.as_str()))
-                        .await?
-                        .size;
-                    written.push((name, size, stats));
+                    written.push(finish(name, writer, stats).await?);
                 }
-                if current.is_none() {
-                    let name = format!(
-                        "part-compact-{}.zstd.parquet",
-                        uuid::Uuid::new_v4().simple()
-                    );
-                    let path = table_root.clone().join(name.as_str());
-                    let w = BufWriter::new(storage.object_store(), path);
-                    let writer =
-                        AsyncArrowWriter::try_new(w, Arc::clone(&schema), Some(props.clone()))?;
-                    current = Some((
-                        name,
-                        writer,
-                        FileStats {
-                            num_records: 0,
-                            time_range: None,
-                        },
-                        window,
-                    ));
-                }
-                if let Some((_, writer, stats, _)) = current.as_mut() {
-                    stats.num_records += run.num_rows() as i64;
-                    if let Some(c) = run.column_by_name(kind.time_column()) {
-                        let ts = arrow::array::AsArray::as_primitive::<
-                            arrow::datatypes::TimestampMicrosecondType,
-                        >(c);
-                        if let (Some(lo), Some(hi)) =
-                            (arrow::compute::min(ts), arrow::compute::max(ts))
-                        {
-                            stats.time_range = Some(
-                                stats
-                                    .time_range
-                                    .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
-                            );
-                        }
+                let (_, writer, stats, _) = match current.as_mut() {
+                    Some(c) => c,
+                    None => {
+                        let name = format!(
+                            "part-compact-{}.zstd.parquet",
+                            uuid::Uuid::new_v4().simple()
+                        );
+                        let path = table_root.clone().join(name.as_str());
+                        let w = BufWriter::new(storage.object_store(), path);
+                        let writer =
+                            AsyncArrowWriter::try_new(w, Arc::clone(&schema), Some(props.clone()))?;
+                        current.insert((name, writer, FileStats::default(), window))
                     }
-                    writer.write(&run).await?;
-                }
+                };
+                stats.record(kind, &run);
+                writer.write(&run).await?;
             }
         }
         if let Some((name, writer, stats, _)) = current.take() {
-            writer.close().await?;
-            let size = storage
-                .object_store()
-                .head(&table_root.clone().join(name.as_str()))
-                .await?
-                .size;
-            written.push((name, size, stats));
+            written.push(finish(name, writer, stats).await?);
         }
         Ok(())
     }

@@ -383,12 +383,30 @@ impl LogStoreFactory for ConditionalPutLogStoreFactory {
 }
 
 /// Statistics of one data file, in the shape Delta's `add.stats` JSON wants.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FileStats {
     /// Rows in the file.
     pub num_records: i64,
     /// Minimum and maximum of the table's time column, in microseconds since the epoch.
     pub time_range: Option<(i64, i64)>,
+}
+
+impl FileStats {
+    /// Counts a batch (in `kind`'s schema) written to the file.
+    pub fn record(&mut self, kind: TableKind, batch: &arrow::array::RecordBatch) {
+        use arrow::array::{Array as _, AsArray as _};
+        self.num_records += batch.num_rows() as i64;
+        if let Some(col) = batch.column_by_name(kind.time_column()) {
+            let ts = col.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            debug_assert_eq!(ts.null_count(), 0);
+            if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
+                self.time_range = Some(
+                    self.time_range
+                        .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
+                );
+            }
+        }
+    }
 }
 
 /// Builds the `add` action for a file written at `relative_path` inside the table.

@@ -253,23 +253,9 @@ impl TestServer {
     /// # Panics
     /// When the exit is not clean within 60 s.
     pub async fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = c.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+        if let Some(c) = self.child.take() {
+            sigterm_and_wait(c, "server", Duration::from_secs(60), &self.log).await;
         }
-        let status = tokio::time::timeout(Duration::from_secs(60), c.wait())
-            .await
-            .expect("server did not stop within 60 s of SIGTERM")
-            .expect("wait");
-        assert!(
-            status.success(),
-            "server exited with {status}:\n{}",
-            self.log()
-        );
     }
 
     /// Starts a new process with the same options (same WAL, same store).
@@ -278,6 +264,24 @@ impl TestServer {
         let next = Self::start(self.options.clone()).await;
         *self = next;
     }
+}
+
+/// Sends SIGTERM and waits for a clean exit, printing the process's log when it is not.
+async fn sigterm_and_wait(mut c: Child, what: &str, limit: Duration, log: &Path) {
+    if let Some(pid) = c.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let status = tokio::time::timeout(limit, c.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not stop within {limit:?} of SIGTERM"))
+        .expect("wait");
+    assert!(
+        status.success(),
+        "{what} exited with {status}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 async fn tonic_health_client(ch: Channel) -> Result<bool, ()> {
@@ -758,23 +762,9 @@ impl TestAgent {
     /// # Panics
     /// When the exit is not clean within 30 s.
     pub async fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = c.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+        if let Some(c) = self.child.take() {
+            sigterm_and_wait(c, "agent", Duration::from_secs(30), &self.log).await;
         }
-        let status = tokio::time::timeout(Duration::from_secs(30), c.wait())
-            .await
-            .expect("agent did not stop within 30 s of SIGTERM")
-            .expect("wait");
-        assert!(
-            status.success(),
-            "agent exited with {status}:\n{}",
-            self.log()
-        );
     }
 
     /// Its log so far (every start).

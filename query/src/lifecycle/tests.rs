@@ -18,6 +18,18 @@ fn file(path: &str, size: u64, lo: i64, hi: i64) -> DataFile {
     }
 }
 
+/// The active files of tenant `t`'s metrics table, as a reader sees them.
+async fn active_files(storage: &Storage) -> TableFiles {
+    let table = storage
+        .open_table("t", TableKind::Metrics)
+        .await
+        .expect("open")
+        .expect("table");
+    TableFiles::from_table(storage, "t", TableKind::Metrics, &table, None)
+        .await
+        .expect("files")
+}
+
 #[test]
 fn small_files_of_settled_windows_are_grouped_by_window() {
     let policy = Policy {
@@ -136,14 +148,7 @@ async fn compaction_keeps_every_row_and_swaps_files_in_one_commit() {
         .await
         .expect("pass");
     assert_eq!((stats.windows, stats.files_in, stats.files_out), (1, 6, 1));
-    let table = storage
-        .open_table("t", TableKind::Metrics)
-        .await
-        .expect("open")
-        .expect("table");
-    let files = TableFiles::from_table(&storage, "t", TableKind::Metrics, &table, None)
-        .await
-        .expect("files");
+    let files = active_files(&storage).await;
     assert_eq!(files.files.len(), 1);
     assert_eq!(files.rows(), rows_before as u64);
     let after = storage
@@ -267,14 +272,7 @@ async fn files_that_span_windows_are_split_by_window() {
         .await
         .expect("pass");
     assert_eq!((stats.files_in, stats.files_out), (3, 3));
-    let table = storage
-        .open_table("t", TableKind::Metrics)
-        .await
-        .expect("open")
-        .expect("table");
-    let files = TableFiles::from_table(&storage, "t", TableKind::Metrics, &table, None)
-        .await
-        .expect("files");
+    let files = active_files(&storage).await;
     let mut windows: Vec<(i64, i64, u64)> = files
         .files
         .iter()
@@ -334,13 +332,6 @@ async fn commits_write_a_checkpoint_every_hundred_versions() {
         v["version"].as_i64().is_some_and(|v| v >= 90),
         "checkpoint at {v}"
     );
-    let reopened = storage
-        .open_table("t", TableKind::Metrics)
-        .await
-        .expect("open")
-        .expect("table");
-    let files = TableFiles::from_table(&storage, "t", TableKind::Metrics, &reopened, None)
-        .await
-        .expect("files");
+    let files = active_files(&storage).await;
     assert_eq!(files.files.len(), 100);
 }
