@@ -7,11 +7,13 @@
 //! - [`query`]: `query` and the interactive shell.
 //! - [`cloudwatch`]: `list-metrics` and `get-metric-statistics`.
 //! - [`alarms`]: `alarms`, `metric-filters` and `destinations` over the HTTP API.
+//! - [`logs`]: `logs` (log groups and their retention policies) over the HTTP API.
 
 pub mod alarms;
 pub mod client;
 pub mod cloudwatch;
 pub mod import;
+pub mod logs;
 pub mod put;
 pub mod query;
 
@@ -57,6 +59,10 @@ pub enum Command {
     /// Webhook destinations that alarm actions name: put, list, delete.
     #[command(subcommand)]
     Destinations(alarms::DestinationsCommand),
+    /// Log groups (like `aws logs`): describe-log-groups, put-retention-policy,
+    /// delete-retention-policy.
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
 }
 
 /// Runs the CLI; the binary's `main` only calls this.
@@ -92,6 +98,7 @@ pub fn main() -> ExitCode {
             Command::Alarms(c) => alarms::alarms(&cli.connection, c).await,
             Command::MetricFilters(c) => alarms::metric_filters(&cli.connection, c).await,
             Command::Destinations(c) => alarms::destinations(&cli.connection, c).await,
+            Command::Logs(c) => logs::logs(&cli.connection, c).await,
         }
     });
     match result {

@@ -330,7 +330,11 @@ pub async fn commit_files(
             DeltaOperation::Write {
                 mode: SaveMode::Append,
                 partition_by: None,
-                predicate: None,
+                // An append reads nothing. Without a read predicate Delta's conflict checker
+                // takes it to have read every file, and fails it whenever a concurrent
+                // rollup or retention commit removes one (`ConcurrentDeleteRead`); `false`
+                // says "no file", which is the truth.
+                predicate: Some("false".into()),
             },
         )
         .await?;
@@ -389,6 +393,9 @@ pub struct FileStats {
     pub num_records: i64,
     /// Minimum and maximum of the table's time column, in microseconds since the epoch.
     pub time_range: Option<(i64, i64)>,
+    /// Logs only: the least and greatest log group in the file, so that per-group retention
+    /// can tell from the table log which files hold a group.
+    pub group_range: Option<(String, String)>,
 }
 
 impl FileStats {
@@ -406,8 +413,27 @@ impl FileStats {
                 );
             }
         }
+        if kind == TableKind::Logs
+            && let Some(col) = batch.column_by_name(LOG_GROUP)
+            && let Some(groups) = col.as_string_opt::<i32>()
+            && let (Some(lo), Some(hi)) = (
+                arrow::compute::min_string(groups),
+                arrow::compute::max_string(groups),
+            )
+        {
+            self.group_range = Some(match self.group_range.take() {
+                None => (lo.to_string(), hi.to_string()),
+                Some((a, b)) => (
+                    if lo < a.as_str() { lo.to_string() } else { a },
+                    if hi > b.as_str() { hi.to_string() } else { b },
+                ),
+            });
+        }
     }
 }
+
+/// The log group column of `logs`.
+pub const LOG_GROUP: &str = "log_group";
 
 /// Builds the `add` action for a file written at `relative_path` inside the table.
 pub fn add_action(
@@ -423,6 +449,10 @@ pub fn add_action(
         json["minValues"] = serde_json::json!({ col: format_micros(min) });
         json["maxValues"] = serde_json::json!({ col: format_micros(max) });
         json["nullCount"] = serde_json::json!({ col: 0 });
+    }
+    if let Some((lo, hi)) = &stats.group_range {
+        json["minValues"][LOG_GROUP] = serde_json::json!(lo);
+        json["maxValues"][LOG_GROUP] = serde_json::json!(hi);
     }
     Add {
         path: relative_path,
@@ -497,6 +527,36 @@ impl Storage {
         batch: &arrow::array::RecordBatch,
         txn: Option<(String, i64)>,
     ) -> Result<i64> {
+        let add = self.write_file(tenant, kind, batch).await?;
+        commit_files(table, vec![add], txn).await
+    }
+
+    /// Writes each batch as a file of its own and commits them all at once: the files a
+    /// series of small flushes leaves, for benchmarks and tests, without a commit per file.
+    ///
+    /// # Errors
+    /// Storage, Parquet or commit errors.
+    pub async fn append_files_to(
+        &self,
+        table: &mut DeltaTable,
+        tenant: &str,
+        kind: TableKind,
+        batches: &[arrow::array::RecordBatch],
+    ) -> Result<i64> {
+        let mut adds = Vec::with_capacity(batches.len());
+        for b in batches {
+            adds.push(self.write_file(tenant, kind, b).await?);
+        }
+        commit_files(table, adds, None).await
+    }
+
+    /// Writes one sorted Parquet file of `batch` into the table's directory; its `add` action.
+    async fn write_file(
+        &self,
+        tenant: &str,
+        kind: TableKind,
+        batch: &arrow::array::RecordBatch,
+    ) -> Result<Add> {
         let mut enc = crate::files::ParquetEncoder::new(kind)?;
         enc.write(&crate::files::sort_batch(kind, batch)?)?;
         let (bytes, stats) = enc.finish()?;
@@ -508,14 +568,13 @@ impl Storage {
                 object_store::PutPayload::from_bytes(bytes),
             )
             .await?;
-        let add = add_action(
+        Ok(add_action(
             kind,
             name,
             size,
             chrono::Utc::now().timestamp_millis(),
             &stats,
-        );
-        commit_files(table, vec![add], txn).await
+        ))
     }
 
     async fn append_to(

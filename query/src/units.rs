@@ -52,13 +52,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size like 512, 64K, 128M or 1G"))
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h`.
+/// Parses `250ms`, `10s`, `5m`, `1h`, `15d`.
 ///
 /// # Errors
 /// Anything else.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let bad = || format!("`{s}` is not a duration like 250ms, 10s, 5m or 1h");
+    let bad = || format!("`{s}` is not a duration like 250ms, 10s, 5m, 1h or 15d");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let n: u64 = s[..split].parse().map_err(|_| bad())?;
     match &s[split..] {
@@ -66,6 +66,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
         "h" => n.checked_mul(3600).map(Duration::from_secs).ok_or_else(bad),
+        "d" => n
+            .checked_mul(86_400)
+            .map(Duration::from_secs)
+            .ok_or_else(bad),
         _ => Err(bad()),
     }
 }
@@ -82,6 +86,7 @@ mod tests {
         assert!(parse_bytes("lots").is_err());
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("15d"), Ok(Duration::from_secs(15 * 86_400)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("s").is_err());
     }

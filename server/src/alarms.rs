@@ -465,6 +465,11 @@ impl AlarmService {
         Ok(())
     }
 
+    /// The control documents this service reads and writes.
+    pub fn control(&self) -> &ControlStore {
+        &self.control
+    }
+
     /// Every metric filter of the tenant.
     ///
     /// # Errors

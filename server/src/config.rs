@@ -155,12 +155,21 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_VACUUM_GRACE", default_value = "1h", value_parser = parse_duration)]
     pub vacuum_grace: Duration,
 
-    /// Retention of `metrics`: `never`, or days (`15d`, `455d`).
-    #[arg(long, env = "WATCHTRAIL_RETENTION_METRICS", default_value = "never", value_parser = parse_metric_retention)]
+    /// Retention of `metrics`: `never`, or days (`15d`, `455d`). CloudWatch keeps metrics
+    /// 455 days (15 months).
+    #[arg(long, env = "WATCHTRAIL_RETENTION_METRICS", default_value = "455d", value_parser = parse_metric_retention)]
     pub retention_metrics: Retention,
 
+    /// Resolution tiers of `metrics`, as `AGE:PERIOD[:WINDOW]` items: rows older than AGE are
+    /// kept as statistic sets (SampleCount, Sum, Minimum, Maximum) of PERIOD, in files of one
+    /// WINDOW each (default: --compaction-window). The default is CloudWatch's: one-minute
+    /// sets after 3 hours, five-minute sets after 15 days, hourly sets after 63 days. `none`
+    /// keeps every point as it came.
+    #[arg(long, env = "WATCHTRAIL_METRIC_TIERS", default_value = "3h:1m,15d:5m:1d,63d:1h:1d", value_parser = parse_tiers)]
+    pub metric_tiers: TierList,
+
     /// Retention of `logs`: `never` or one of CloudWatch Logs' values (1d, 3d, 5d, 7d, 14d,
-    /// 30d, 60d, 90d, 120d, 150d, 180d, 365d, 400d, 545d, 731d, 1827d, ... 3653d).
+    /// 30d, 60d, 90d, 120d, 150d, 180d, 365d, 400d, 545d, 731d, 1096d, 1827d, ... 3653d).
     #[arg(long, env = "WATCHTRAIL_RETENTION_LOGS", default_value = "never", value_parser = parse_log_retention)]
     pub retention_logs: Retention,
 
@@ -172,6 +181,34 @@ pub struct ServerArgs {
     /// Write the bound gRPC and HTTP addresses to this file, one per line (tests bind port 0).
     #[arg(long, hide = true)]
     pub listen_addr_file: Option<PathBuf>,
+}
+
+/// Resolution tiers as written: (age, period, window if given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierList(pub Vec<(Duration, Duration, Option<Duration>)>);
+
+fn parse_tiers(s: &str) -> Result<TierList, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(TierList(Vec::new()));
+    }
+    s.split(',')
+        .enumerate()
+        .map(|(i, item)| {
+            let parts: Vec<&str> = item.trim().split(':').collect();
+            let field = |j: usize| {
+                parse_duration(parts[j]).map_err(|e| format!("tier {} (`{item}`): {e}", i + 1))
+            };
+            match parts.len() {
+                2 => Ok((field(0)?, field(1)?, None)),
+                3 => Ok((field(0)?, field(1)?, Some(field(2)?))),
+                _ => Err(format!(
+                    "tier {} (`{item}`) is not AGE:PERIOD or AGE:PERIOD:WINDOW, like 3h:1m",
+                    i + 1
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(TierList)
 }
 
 /// How long a table keeps data: `None` is forever.
@@ -275,6 +312,29 @@ impl ServerArgs {
                 self.vacuum_grace, self.query_timeout
             ));
         }
+        let tiers: Vec<watchtrail_query::lifecycle::Tier> = self
+            .metric_tiers
+            .0
+            .iter()
+            .map(
+                |(after, period, window)| watchtrail_query::lifecycle::Tier {
+                    after: *after,
+                    period: *period,
+                    window: window.unwrap_or(self.compaction_window),
+                },
+            )
+            .collect();
+        watchtrail_query::lifecycle::Tier::validate(&tiers, self.compaction_window)
+            .map_err(|e| format!("--metric-tiers: {e}"))?;
+        if let (Some(last), Some(keep)) = (tiers.last(), self.retention_metrics.0)
+            && keep <= last.after
+        {
+            return Err(format!(
+                "--retention-metrics ({} days) must be longer than the age of the last tier ({:?})",
+                keep.as_secs() / 86_400,
+                last.after
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let query_threads = self.query_threads.unwrap_or(cores).max(1);
         Ok(ServerConfig {
@@ -325,8 +385,55 @@ impl ServerArgs {
                     .into_iter()
                     .filter_map(|(k, r)| Some((k, r?)))
                     .collect(),
+                    tiers,
                 },
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use watchtrail_query::lifecycle::Tier;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<ServerConfig, String> {
+        let argv = std::iter::once("watchtrail-server").chain(args.iter().copied());
+        ServerArgs::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .validate()
+    }
+
+    #[test]
+    fn metric_tiers_default_to_cloudwatch_and_are_checked() {
+        let c = config(&[]).expect("defaults");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(c.lifecycle.policy.tiers, Tier::cloudwatch(hour));
+        assert_eq!(
+            c.lifecycle.policy.retention.get(&TableKind::Metrics),
+            Some(&Duration::from_secs(455 * 86_400))
+        );
+        let none = config(&["--metric-tiers", "none"]).expect("none");
+        assert!(none.lifecycle.policy.tiers.is_empty());
+        let custom = config(&["--metric-tiers", "1h:1m,2d:10m:1d"]).expect("custom");
+        assert_eq!(
+            custom.lifecycle.policy.tiers[1].window,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(custom.lifecycle.policy.tiers[0].window, hour);
+        for (bad, why) in [
+            ("3h", "not AGE:PERIOD"),
+            ("3h:7m", "divide the window"),
+            ("1d:5m,3h:1m", "grow"),
+            ("3h:x", "tier 1"),
+        ] {
+            let e = config(&["--metric-tiers", bad]).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = config(&["--retention-metrics", "30d"]).expect_err("shorter than the last tier");
+        assert!(e.contains("--retention-metrics"), "{e}");
+        assert!(config(&["--retention-metrics", "30d", "--metric-tiers", "3h:1m"]).is_ok());
     }
 }

@@ -1,6 +1,7 @@
-//! The HTTP port: `/healthz`, `/metrics`, `POST /v1/query` and the alarm API.
+//! The HTTP port: `/healthz`, `/metrics`, `POST /v1/query`, the alarm API and log groups.
 
 pub mod alarms;
+pub mod log_groups;
 pub mod query;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub fn router(
     engine: Engine,
     alarms: Arc<crate::alarms::AlarmService>,
 ) -> Router {
+    let engine_for_groups = engine.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
@@ -40,8 +42,12 @@ pub fn router(
         .merge(
             Router::new()
                 .route("/v1/query", post(query::query))
-                .with_state(engine),
+                .with_state(engine.clone()),
         )
+        .merge(log_groups::router(
+            alarms.control().clone(),
+            engine_for_groups,
+        ))
         .merge(alarms::router(alarms))
 }
 

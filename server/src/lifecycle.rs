@@ -1,9 +1,10 @@
 //! The lifecycle task: every `--compaction-interval`, each table of each tenant is expired,
 //! compacted and vacuumed ([`watchtrail_query::lifecycle`]) by the one server holding that
 //! table's lease (`_control/compactor-<tenant>-<table>.lease`), so servers sharing a store
-//! never compact the same table at once.
+//! never compact the same table at once. Log groups' own retention policies are read from
+//! `<tenant>/_control/log-retention/` at each pass.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,9 @@ use watchtrail_query::lifecycle::{self, Policy};
 use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
 
-use crate::alarms::store::{ControlStore, Lease};
+use serde::{Deserialize, Serialize};
+
+use crate::alarms::store::{ControlStore, Doc, Lease};
 use crate::metrics::Metrics;
 
 /// What the lifecycle task does, and how often.
@@ -25,6 +28,37 @@ pub struct LifecycleConfig {
     pub interval: Duration,
     /// Windows, sizes, grace and retention.
     pub policy: Policy,
+}
+
+/// A log group's retention, as CloudWatch's `PutRetentionPolicy` sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// The log group.
+    pub log_group_name: String,
+    /// Days to keep its events: one of [`lifecycle::RETENTION_DAYS`].
+    pub retention_in_days: u32,
+}
+
+/// The log groups of `tenant` that have a retention of their own.
+///
+/// # Errors
+/// Storage errors.
+pub async fn log_group_retention(
+    control: &ControlStore,
+    tenant: &str,
+) -> crate::error::Result<BTreeMap<String, Duration>> {
+    let docs: Vec<RetentionPolicy> = control.list(tenant, Doc::LogRetention).await?;
+    Ok(docs
+        .into_iter()
+        .filter(|d| lifecycle::RETENTION_DAYS.contains(&d.retention_in_days))
+        .map(|d| {
+            (
+                d.log_group_name,
+                Duration::from_secs(u64::from(d.retention_in_days) * 86_400),
+            )
+        })
+        .collect())
 }
 
 /// Runs passes until `stop`.
@@ -72,7 +106,22 @@ pub async fn run(
                 if !lease.acquire().await {
                     continue;
                 }
-                match lifecycle::run_table(&storage, &tenant, kind, &config.policy).await {
+                let groups = match kind {
+                    TableKind::Logs => match log_group_retention(&control, &tenant).await {
+                        Ok(g) => g,
+                        Err(e) => {
+                            // Without the groups' own policies, the kind's retention could
+                            // drop a group kept longer: skip the table this pass.
+                            metrics.lifecycle_failures.inc();
+                            warn!(tenant, error = %e, "lifecycle: cannot read log group retention policies");
+                            continue;
+                        }
+                    },
+                    _ => BTreeMap::new(),
+                };
+                match lifecycle::run_table_with(&storage, &tenant, kind, &config.policy, &groups)
+                    .await
+                {
                     Ok(s) => {
                         metrics.compaction_windows.add(s.windows as u64);
                         metrics.compaction_files_in.add(s.files_in as u64);
@@ -80,6 +129,7 @@ pub async fn run(
                         metrics.compaction_bytes_in.add(s.bytes_in);
                         metrics.compaction_bytes_out.add(s.bytes_out);
                         metrics.retention_files_removed.add(s.expired as u64);
+                        metrics.rollup_rewrites.add(s.rolled_up as u64);
                         if s.windows > 0 {
                             info!(
                                 tenant,

@@ -134,8 +134,10 @@ pub struct Metrics {
     pub compaction_bytes_out: Counter,
     /// Lifecycle passes over a table that failed.
     pub lifecycle_failures: Counter,
-    /// Files removed by retention.
+    /// Files removed by retention, or cut down to the log groups still kept.
     pub retention_files_removed: Counter,
+    /// Rewrites that rolled metrics up to a coarser resolution tier.
+    pub rollup_rewrites: Counter,
     /// Replaced or expired files deleted from storage after the grace period.
     pub vacuum_files_deleted: Counter,
 }
@@ -255,8 +257,13 @@ impl Metrics {
             ),
             (
                 "watchtrail_retention_files_removed_total",
-                "Files removed by retention.",
+                "Files removed by retention, or cut down to the log groups still kept.",
                 &self.retention_files_removed,
+            ),
+            (
+                "watchtrail_rollup_rewrites_total",
+                "Rewrites that rolled metrics up to a coarser resolution tier.",
+                &self.rollup_rewrites,
             ),
             (
                 "watchtrail_vacuum_files_deleted_total",

@@ -120,14 +120,14 @@ pub enum DestinationsCommand {
 }
 
 /// The HTTP side of the server.
-struct Api {
+pub(crate) struct Api {
     base: url::Url,
     tenant: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(conn: &ConnectionArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(conn: &ConnectionArgs) -> anyhow::Result<Self> {
         crate::tables::validate_tenant(&conn.tenant).map_err(anyhow::Error::msg)?;
         let base = url::Url::parse(&conn.http)
             .with_context(|| format!("invalid --http `{}`", conn.http))?;
@@ -147,7 +147,7 @@ impl Api {
         Ok(u)
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         segments: &[&str],
@@ -228,7 +228,7 @@ fn parse_file(path: &Path, list_key: &str) -> anyhow::Result<Vec<Value>> {
     })
 }
 
-fn print(v: &Value) {
+pub(crate) fn print(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())

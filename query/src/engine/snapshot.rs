@@ -12,7 +12,7 @@ use deltalake::DeltaTable;
 use object_store::path::Path;
 
 use crate::error::Result;
-use crate::store::Storage;
+use crate::store::{LOG_GROUP, Storage};
 use crate::tables::TableKind;
 
 /// An inclusive range of microseconds since the epoch; `None` ends are open.
@@ -68,6 +68,8 @@ pub struct DataFile {
     pub rows: Option<u64>,
     /// Minimum and maximum of the table's time column, when the commit recorded them.
     pub time_range: Option<(i64, i64)>,
+    /// Logs: the least and greatest log group, when the commit recorded them.
+    pub group_range: Option<(String, String)>,
 }
 
 /// The data files of one table version.
@@ -102,13 +104,19 @@ impl TableFiles {
         let files = log
             .iter()
             .map(|f| {
-                let (rows, time_range) = parse_stats(f.stats().as_deref(), time_col);
+                let stats = f.stats();
+                let (rows, time_range) = parse_stats(stats.as_deref(), time_col);
+                let group_range = match kind {
+                    TableKind::Logs => parse_string_range(stats.as_deref(), LOG_GROUP),
+                    _ => None,
+                };
                 let rel = f.object_store_path();
                 DataFile {
                     path: Path::from_iter(root.parts().chain(rel.parts())),
                     size: u64::try_from(f.size()).unwrap_or_default(),
                     rows,
                     time_range,
+                    group_range,
                 }
             })
             .collect();
@@ -127,6 +135,13 @@ impl TableFiles {
     pub fn rows(&self) -> u64 {
         self.files.iter().filter_map(|f| f.rows).sum()
     }
+}
+
+/// Reads a string column's `minValues`/`maxValues` from a Delta stats JSON.
+fn parse_string_range(stats: Option<&str>, column: &str) -> Option<(String, String)> {
+    let v = serde_json::from_str::<serde_json::Value>(stats?).ok()?;
+    let get = |key: &str| Some(v.get(key)?.get(column)?.as_str()?.to_string());
+    Some((get("minValues")?, get("maxValues")?))
 }
 
 /// Reads `numRecords` and the time column's `minValues`/`maxValues` from a Delta stats JSON.
@@ -233,6 +248,17 @@ mod tests {
         assert_eq!(range, Some((1_704_067_200_000_000, 1_704_067_201_000_999)));
         assert_eq!(parse_stats(Some("{}"), "time"), (None, None));
         assert_eq!(parse_stats(None, "time"), (None, None));
+    }
+
+    #[test]
+    fn stats_give_the_log_group_range() {
+        let stats =
+            r#"{"numRecords":3,"minValues":{"log_group":"/a"},"maxValues":{"log_group":"/z"}}"#;
+        assert_eq!(
+            parse_string_range(Some(stats), "log_group"),
+            Some(("/a".to_string(), "/z".to_string()))
+        );
+        assert_eq!(parse_string_range(Some("{}"), "log_group"), None);
     }
 
     #[test]

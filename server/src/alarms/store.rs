@@ -35,6 +35,8 @@ pub enum Doc {
     Destination,
     /// A notification not yet delivered.
     Outbox,
+    /// A log group's retention policy (CloudWatch's `PutRetentionPolicy`).
+    LogRetention,
 }
 
 impl Doc {
@@ -45,15 +47,17 @@ impl Doc {
             Doc::Filter => "metric-filters",
             Doc::Destination => "destinations",
             Doc::Outbox => "outbox",
+            Doc::LogRetention => "log-retention",
         }
     }
 
-    const ALL: [Doc; 5] = [
+    const ALL: [Doc; 6] = [
         Doc::Alarm,
         Doc::State,
         Doc::Filter,
         Doc::Destination,
         Doc::Outbox,
+        Doc::LogRetention,
     ];
 
     fn from_dir(dir: &str) -> Option<Doc> {

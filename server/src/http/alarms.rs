@@ -43,7 +43,7 @@ pub fn router(alarms: Arc<AlarmService>) -> Router {
         .with_state(alarms)
 }
 
-fn json_ok(status: StatusCode, v: Value) -> Response {
+pub(crate) fn json_ok(status: StatusCode, v: Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

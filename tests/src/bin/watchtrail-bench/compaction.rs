@@ -1,6 +1,9 @@
 //! `watchtrail-bench compaction`: a day of TSBS cpu-only data ingested with one flush per 10 s
 //! of data (the files a day of live ingest with 10 s flushes leaves), then compacted: file
-//! count, query latency before and after, compaction throughput and CPU.
+//! count, query latency before and after, compaction throughput and CPU; and
+//! `watchtrail-bench rollup`: the same day taken through the three resolution tiers, with
+//! rows, bytes, throughput and CPU of each rollup pass, statistics checked equal to the raw
+//! points' and query latency at each tier.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use watchtrail_query::deltalake::arrow::array::{
     StringBuilder, TimestampMicrosecondArray,
 };
 use watchtrail_query::engine::TableFiles;
-use watchtrail_query::lifecycle::{self, Policy};
+use watchtrail_query::lifecycle::{self, Policy, Tier};
 use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
 
@@ -65,7 +68,8 @@ fn tick_batch(
         .iter()
         .map(|f| -> ArrayRef {
             match f.name().as_str() {
-                "namespace" => Arc::new(StringArray::from(vec!["cpu"; n])),
+                // The namespace the TSBS query shapes ask for (see `query::tsbs_cases`).
+                "namespace" => Arc::new(StringArray::from(vec!["TSBS"; n])),
                 "metric_name" => Arc::new(metric.clone()),
                 "dimensions" => Arc::new(dims.clone()),
                 "time" => Arc::new(
@@ -103,13 +107,19 @@ pub(crate) async fn bench_compaction(
     let ticks = hours as i64 * 360;
     let started = Instant::now();
     let mut points = 0u64;
+    // One file per tick, committed an hour (360 files) at a time: the files are what a day of
+    // 10 s flushes leaves; the commits are batched because their cost grows with the table's
+    // file count, which is a different measurement (see docs/benchmarks.md).
+    let mut pending = Vec::new();
     for t in 0..ticks {
         let batch = tick_batch(&mut hosts, &mut rng, start + t * 10_000)?;
         points += batch.num_rows() as u64;
-        storage
-            .append_batch_to(&mut table, "default", TableKind::Metrics, &batch, None)
-            .await?;
-        if t % 1000 == 999 {
+        pending.push(batch);
+        if pending.len() == 360 || t == ticks - 1 {
+            storage
+                .append_files_to(&mut table, "default", TableKind::Metrics, &pending)
+                .await?;
+            pending.clear();
             eprintln!(
                 "{} of {ticks} files ({:.0} s)",
                 t + 1,
@@ -216,6 +226,210 @@ pub(crate) async fn bench_compaction(
             files(&q_before),
             files(&q_after)
         );
+    }
+    Ok(())
+}
+
+/// GetMetricStatistics-shaped questions over the day, in the statistic-set form that reads raw
+/// points and rollups alike: (name, SQL).
+fn statistics_cases(start: i64, end: i64) -> Vec<(&'static str, String)> {
+    let range =
+        format!("time >= to_timestamp_millis({start}) AND time < to_timestamp_millis({end})");
+    let stats = "sum(coalesce(sample_count, 1)) AS n, sum(coalesce(sum, value)) AS s, \
+                 min(coalesce(min, value)) AS lo, max(coalesce(max, value)) AS hi";
+    vec![
+        (
+            "one host, hourly, one metric",
+            format!(
+                "SELECT date_bin(interval '1 hour', time, timestamp '1970-01-01T00:00:00Z') AS t, {stats} \
+                 FROM metrics WHERE metric_name = 'usage_user' AND dimensions['hostname'] = 'host_7' \
+                 AND {range} GROUP BY 1 ORDER BY 1"
+            ),
+        ),
+        (
+            "every host, hourly, one metric",
+            format!(
+                "SELECT dimensions['hostname'] AS h, date_bin(interval '1 hour', time, timestamp '1970-01-01T00:00:00Z') AS t, {stats} \
+                 FROM metrics WHERE metric_name = 'usage_user' AND {range} GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+        ),
+        (
+            "every series, the whole day",
+            format!(
+                "SELECT metric_name, dimensions['hostname'] AS h, {stats} \
+                 FROM metrics WHERE {range} GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+        ),
+    ]
+}
+
+/// Runs each case `runs` times in process; the median milliseconds and the answer (as text,
+/// sums rounded to 9 significant digits so that summation order does not show).
+async fn time_statistics(
+    engine: &watchtrail_query::engine::Engine,
+    cases: &[(&'static str, String)],
+    runs: usize,
+) -> anyhow::Result<Vec<(f64, Vec<String>)>> {
+    use watchtrail_query::deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut out = Vec::new();
+    for (_, sql) in cases {
+        let mut ms = Vec::new();
+        let mut answer = Vec::new();
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            let r = engine.collect("default", sql).await?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            answer.clear();
+            for b in &r.batches {
+                let opts = FormatOptions::default();
+                let cols: Vec<ArrayFormatter<'_>> = b
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+                    .collect::<Result<_, _>>()?;
+                for i in 0..b.num_rows() {
+                    let row: Vec<String> = cols
+                        .iter()
+                        .map(|c| {
+                            let v = c.value(i).to_string();
+                            v.parse::<f64>().map_or(v, |x| format!("{x:.9e}"))
+                        })
+                        .collect();
+                    answer.push(row.join(","));
+                }
+            }
+        }
+        out.push((median(ms), answer));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn bench_rollup(hosts_n: usize, hours: u64, runs: usize) -> anyhow::Result<()> {
+    let now = super::now_ms();
+    let end = now - now.rem_euclid(HOUR_MS);
+    let start = end - hours as i64 * HOUR_MS;
+    let dir = tempfile::tempdir()?;
+    let store = format!("file://{}", dir.path().join("store").display());
+    let storage = Storage::from_url(&store)?;
+    // One file per hour of 10 s points (what compaction leaves of a day of live ingest).
+    let mut rng = super::Rng(0x2545_f491_4f6c_dd1d);
+    let mut hosts = super::hosts(hosts_n, &mut rng);
+    let mut table = storage
+        .open_or_create_table("default", TableKind::Metrics)
+        .await?;
+    let mut points = 0u64;
+    for h in 0..hours as i64 {
+        let mut batches = Vec::new();
+        for t in 0..360 {
+            batches.push(tick_batch(
+                &mut hosts,
+                &mut rng,
+                start + h * HOUR_MS + t * 10_000,
+            )?);
+        }
+        let batch = arrow::compute::concat_batches(&TableKind::Metrics.schema(), &batches)?;
+        points += batch.num_rows() as u64;
+        storage
+            .append_batch_to(&mut table, "default", TableKind::Metrics, &batch, None)
+            .await?;
+    }
+    let engine = watchtrail_query::engine::Engine::for_store(
+        &storage,
+        watchtrail_query::engine::EngineConfig::default(),
+    );
+    let cases = statistics_cases(start, end);
+    let raw_files = table_files(&store).await?;
+    let mut rows = vec![(
+        "raw 10 s points".to_string(),
+        raw_files.rows(),
+        raw_files.files.len(),
+        raw_files.files.iter().map(|f| f.size).sum::<u64>(),
+        None::<(f64, f64, f64)>,
+    )];
+    let baseline = time_statistics(&engine, &cases, runs).await?;
+    let mut timings = vec![baseline.clone()];
+    // Each pass takes the whole day one tier further (the ages are shrunk to seconds so the
+    // day, one hour old, qualifies for all three).
+    let day = Duration::from_secs(86_400);
+    let hour = Duration::from_secs(3600);
+    let all = [
+        Tier {
+            after: Duration::ZERO,
+            period: Duration::from_secs(60),
+            window: hour,
+        },
+        Tier {
+            after: Duration::from_secs(1),
+            period: Duration::from_secs(300),
+            window: day,
+        },
+        Tier {
+            after: Duration::from_secs(2),
+            period: hour,
+            window: day,
+        },
+    ];
+    let pid = std::process::id();
+    let mut equal = true;
+    for k in 1..=all.len() {
+        let policy = Policy {
+            settle: Duration::ZERO,
+            tiers: all[..k].to_vec(),
+            ..Policy::default()
+        };
+        let cpu0 = cpu_seconds(pid);
+        let t0 = Instant::now();
+        let s = lifecycle::run_table(&storage, "default", TableKind::Metrics, &policy).await?;
+        let took = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(pid) - cpu0;
+        let files = table_files(&store).await?;
+        rows.push((
+            format!("{} s statistic sets", all[k - 1].period.as_secs()),
+            files.rows(),
+            files.files.len(),
+            files.files.iter().map(|f| f.size).sum(),
+            Some((took, s.bytes_in as f64 / 1e6 / took, cpu)),
+        ));
+        let t = time_statistics(&engine, &cases, runs).await?;
+        for (i, (_, answer)) in t.iter().enumerate() {
+            if *answer != baseline[i].1 {
+                equal = false;
+                eprintln!(
+                    "tier {k}: `{}` differs from the raw points' answer",
+                    cases[i].0
+                );
+            }
+        }
+        timings.push(t);
+    }
+    println!(
+        "\n{points} points, {hosts_n} hosts, {hours} h, peak RSS of the process {:.0} MiB\n",
+        super::peak_rss_mib(pid)
+    );
+    println!(
+        "| data | rows | files | MB | bytes/point | pass (s) | MB/s read | CPU-s |\n|---|---|---|---|---|---|---|---|"
+    );
+    for (label, r, f, b, pass) in &rows {
+        let (took, mbs, cpu) = pass.map_or(("".into(), "".into(), "".into()), |(t, m, c)| {
+            (format!("{t:.1}"), format!("{m:.1}"), format!("{c:.1}"))
+        });
+        println!(
+            "| {label} | {r} | {f} | {:.2} | {:.3} | {took} | {mbs} | {cpu} |",
+            *b as f64 / 1e6,
+            *b as f64 / points as f64
+        );
+    }
+    println!("\n| question (median ms) | raw | 60 s | 300 s | 3600 s |\n|---|---|---|---|---|");
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let cells: Vec<String> = timings.iter().map(|t| format!("{:.1}", t[i].0)).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    println!(
+        "\nanswers at every tier equal the raw points' (to 9 significant digits): {}",
+        if equal { "yes" } else { "NO" }
+    );
+    if !equal {
+        anyhow::bail!("rolled-up statistics differ from the raw points'");
     }
     Ok(())
 }

@@ -602,6 +602,14 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Some("rollup") => {
+            compaction::bench_rollup(
+                flag("--hosts", "100").parse()?,
+                flag("--hours", "24").parse()?,
+                flag("--runs", "3").parse()?,
+            )
+            .await
+        }
         Some("agent") => {
             agent::bench_agent(agent::Options {
                 seconds: flag("--seconds", "120").parse()?,
@@ -617,7 +625,7 @@ async fn main() -> anyhow::Result<()> {
             "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
              | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
              | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] \
-             | compaction [--hosts N --hours H --runs N] \
+             | compaction [--hosts N --hours H --runs N] | rollup [--hosts N --hours H --runs N] \
              | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] [--concurrency N]"
         ),
     }

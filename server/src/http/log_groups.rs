@@ -1,0 +1,227 @@
+//! Log groups and their retention, as CloudWatch Logs' `DescribeLogGroups`,
+//! `PutRetentionPolicy` and `DeleteRetentionPolicy`:
+//!
+//! - `GET /v1/log-groups[?prefix=P]`: the groups seen in `logs` and those with a policy;
+//! - `PUT /v1/log-groups/{name}/retention` with `{"retentionInDays": 30}`;
+//! - `DELETE /v1/log-groups/{name}/retention`.
+//!
+//! Policies are control documents (`<tenant>/_control/log-retention/`); the lifecycle task
+//! applies them at its next pass.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array as _, AsArray as _};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use watchtrail_query::engine::Engine;
+use watchtrail_query::lifecycle::RETENTION_DAYS;
+
+use super::alarms::json_ok;
+use super::query::{error_response, query_error, tenant};
+use crate::alarms::store::{ControlStore, Doc};
+use crate::lifecycle::RetentionPolicy;
+
+#[derive(Clone)]
+struct LogGroupsState {
+    control: ControlStore,
+    engine: Engine,
+}
+
+/// The routes.
+pub fn router(control: ControlStore, engine: Engine) -> Router {
+    Router::new()
+        .route("/v1/log-groups", get(describe))
+        .route(
+            "/v1/log-groups/{name}/retention",
+            put(put_policy).delete(delete_policy),
+        )
+        .with_state(LogGroupsState { control, engine })
+}
+
+fn invalid(field: &str, message: &str) -> Response {
+    let body = json!({"error": {
+        "code": "InvalidParameterException",
+        "field": field,
+        "message": format!("{field}: {message}"),
+    }});
+    json_ok(StatusCode::BAD_REQUEST, body)
+}
+
+fn storage_down(e: &crate::error::Error) -> Response {
+    tracing::warn!(error = %e, "log group API call failed");
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        &e.to_string(),
+    )
+}
+
+fn check_name(name: &str) -> Result<(), Box<Response>> {
+    crate::ingest::validate::check_log_group("logGroupName", name).map_err(|e| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterException",
+            &e.to_string(),
+        ))
+    })
+}
+
+async fn put_policy(
+    State(s): State<LogGroupsState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    if let Err(r) = check_name(&name) {
+        return *r;
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return invalid("body", &format!("not JSON: {e}")),
+    };
+    let days = match v.get("retentionInDays") {
+        None => return invalid("retentionInDays", "is required"),
+        Some(d) => match d.as_u64().and_then(|d| u32::try_from(d).ok()) {
+            Some(d) if RETENTION_DAYS.contains(&d) => d,
+            _ => {
+                return invalid(
+                    "retentionInDays",
+                    &format!("{d} is not one of {RETENTION_DAYS:?}"),
+                );
+            }
+        },
+    };
+    if let Some(other) = v.get("logGroupName").and_then(Value::as_str)
+        && other != name
+    {
+        return invalid(
+            "logGroupName",
+            &format!("`{other}` differs from the name in the path, `{name}`"),
+        );
+    }
+    let policy = RetentionPolicy {
+        log_group_name: name.clone(),
+        retention_in_days: days,
+    };
+    match s
+        .control
+        .put(&tenant, Doc::LogRetention, &name, &policy)
+        .await
+    {
+        Ok(()) => json_ok(StatusCode::OK, json!(policy)),
+        Err(e) => storage_down(&e),
+    }
+}
+
+async fn delete_policy(
+    State(s): State<LogGroupsState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    match s.control.delete(&tenant, Doc::LogRetention, &name).await {
+        Ok(true) => json_ok(
+            StatusCode::OK,
+            json!({"logGroupName": name, "Deleted": true}),
+        ),
+        Ok(false) => error_response(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("log group `{name}` has no retention policy"),
+        ),
+        Err(e) => storage_down(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DescribeQuery {
+    prefix: Option<String>,
+}
+
+/// One group's line: first event time, events and the policy, as far as known.
+#[derive(Debug, Default)]
+struct GroupInfo {
+    first_event_ms: Option<i64>,
+    events: Option<i64>,
+    retention_in_days: Option<u32>,
+}
+
+async fn describe(
+    State(s): State<LogGroupsState>,
+    headers: HeaderMap,
+    Query(q): Query<DescribeQuery>,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let prefix = q.prefix.unwrap_or_default();
+    let mut groups: BTreeMap<String, GroupInfo> = BTreeMap::new();
+    let sql = "SELECT log_group, CAST(min(time) AS BIGINT) AS first_us, count(*) AS events \
+               FROM logs GROUP BY log_group";
+    let result = match s.engine.collect(&tenant, sql).await {
+        Ok(r) => r,
+        Err(e) => return query_error(&e),
+    };
+    for b in &result.batches {
+        let (Some(g), Some(t), Some(n)) = (
+            b.column(0).as_string_opt::<i32>(),
+            b.column(1)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>(),
+            b.column(2)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>(),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if g.is_null(i) || !g.value(i).starts_with(&prefix) {
+                continue;
+            }
+            let e = groups.entry(g.value(i).to_string()).or_default();
+            e.first_event_ms = (!t.is_null(i)).then(|| t.value(i) / 1000);
+            e.events = Some(n.value(i));
+        }
+    }
+    let policies: Vec<RetentionPolicy> = match s.control.list(&tenant, Doc::LogRetention).await {
+        Ok(p) => p,
+        Err(e) => return storage_down(&e),
+    };
+    for p in policies {
+        if p.log_group_name.starts_with(&prefix) {
+            groups
+                .entry(p.log_group_name)
+                .or_default()
+                .retention_in_days = Some(p.retention_in_days);
+        }
+    }
+    let list: Vec<Value> = groups
+        .into_iter()
+        .map(|(name, g)| {
+            let mut v = json!({"logGroupName": name});
+            if let Some(t) = g.first_event_ms {
+                v["firstEventTimestamp"] = json!(t);
+            }
+            if let Some(n) = g.events {
+                v["storedEvents"] = json!(n);
+            }
+            if let Some(d) = g.retention_in_days {
+                v["retentionInDays"] = json!(d);
+            }
+            v
+        })
+        .collect();
+    json_ok(StatusCode::OK, json!({"logGroups": list}))
+}
