@@ -85,25 +85,60 @@ fn tick_batch(
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
+/// An empty metrics table and the hosts whose points fill it, for the hours that ended at the
+/// last full `align` (an hour, or a day for the one-day windows of the coarse tiers), so that
+/// every window is over and can be compacted.
+struct Day {
+    start: i64,
+    end: i64,
+    dir: tempfile::TempDir,
+    store: String,
+    storage: Storage,
+    rng: super::Rng,
+    hosts: Vec<super::Host>,
+    table: watchtrail_query::deltalake::DeltaTable,
+}
+
+impl Day {
+    async fn new(hosts_n: usize, hours: u64, align_ms: i64) -> anyhow::Result<Self> {
+        let now = super::now_ms();
+        let end = now - now.rem_euclid(align_ms);
+        let dir = tempfile::tempdir()?;
+        let store = format!("file://{}", dir.path().join("store").display());
+        let storage = Storage::from_url(&store)?;
+        let mut rng = super::Rng(0x2545_f491_4f6c_dd1d);
+        let hosts = super::hosts(hosts_n, &mut rng);
+        let table = storage
+            .open_or_create_table("default", TableKind::Metrics)
+            .await?;
+        Ok(Self {
+            start: end - hours as i64 * HOUR_MS,
+            end,
+            dir,
+            store,
+            storage,
+            rng,
+            hosts,
+            table,
+        })
+    }
+}
+
 pub(crate) async fn bench_compaction(
     hosts_n: usize,
     hours: u64,
     runs: usize,
 ) -> anyhow::Result<()> {
-    let now = super::now_ms();
-    // The day ends at the last full hour, so that every window is over and can be compacted.
-    let end = now - now.rem_euclid(HOUR_MS);
-    let start = end - hours as i64 * HOUR_MS;
-    let dir = tempfile::tempdir()?;
-    let store = format!("file://{}", dir.path().join("store").display());
-    let storage = Storage::from_url(&store)?;
-    // One commit per 10 s of data, each a file the way the flusher writes it (sorted, ZSTD):
-    // the table a day of live ingest with 10 s flushes leaves.
-    let mut rng = super::Rng(0x2545_f491_4f6c_dd1d);
-    let mut hosts = super::hosts(hosts_n, &mut rng);
-    let mut table = storage
-        .open_or_create_table("default", TableKind::Metrics)
-        .await?;
+    let Day {
+        start,
+        end,
+        dir,
+        store,
+        storage,
+        mut rng,
+        mut hosts,
+        mut table,
+    } = Day::new(hosts_n, hours, HOUR_MS).await?;
     let ticks = hours as i64 * 360;
     let started = Instant::now();
     let mut points = 0u64;
@@ -305,18 +340,17 @@ async fn time_statistics(
 }
 
 pub(crate) async fn bench_rollup(hosts_n: usize, hours: u64, runs: usize) -> anyhow::Result<()> {
-    let now = super::now_ms();
-    let end = now - now.rem_euclid(HOUR_MS);
-    let start = end - hours as i64 * HOUR_MS;
-    let dir = tempfile::tempdir()?;
-    let store = format!("file://{}", dir.path().join("store").display());
-    let storage = Storage::from_url(&store)?;
+    let Day {
+        start,
+        end,
+        dir: _dir,
+        store,
+        storage,
+        mut rng,
+        mut hosts,
+        mut table,
+    } = Day::new(hosts_n, hours, 24 * HOUR_MS).await?;
     // One file per hour of 10 s points (what compaction leaves of a day of live ingest).
-    let mut rng = super::Rng(0x2545_f491_4f6c_dd1d);
-    let mut hosts = super::hosts(hosts_n, &mut rng);
-    let mut table = storage
-        .open_or_create_table("default", TableKind::Metrics)
-        .await?;
     let mut points = 0u64;
     for h in 0..hours as i64 {
         let mut batches = Vec::new();
@@ -349,7 +383,7 @@ pub(crate) async fn bench_rollup(hosts_n: usize, hours: u64, runs: usize) -> any
     let baseline = time_statistics(&engine, &cases, runs).await?;
     let mut timings = vec![baseline.clone()];
     // Each pass takes the whole day one tier further (the ages are shrunk to seconds so the
-    // day, one hour old, qualifies for all three).
+    // data, which ended at the last midnight, qualifies for all three).
     let day = Duration::from_secs(86_400);
     let hour = Duration::from_secs(3600);
     let all = [
