@@ -656,10 +656,10 @@ pub async fn compact(
     if let Some(drop) = &rewrite.drop {
         df = df.filter(drop.predicate().is_not_true())?;
     }
-    if let (Some(period), TableKind::Metrics) = (rewrite.rollup, kind) {
+    let rollup = rewrite.rollup.filter(|_| kind == TableKind::Metrics);
+    if let Some(period) = rollup {
         df = rollup_frame(df, period)?;
     }
-    let rollup = rewrite.rollup.filter(|_| kind == TableKind::Metrics);
     let mut stream = df
         .sort(sort_exprs(kind, rewrite.window))?
         .execute_stream()

@@ -30,7 +30,6 @@ pub fn router(
     engine: Engine,
     alarms: Arc<crate::alarms::AlarmService>,
 ) -> Router {
-    let engine_for_groups = engine.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
@@ -44,10 +43,7 @@ pub fn router(
                 .route("/v1/query", post(query::query))
                 .with_state(engine.clone()),
         )
-        .merge(log_groups::router(
-            alarms.control().clone(),
-            engine_for_groups,
-        ))
+        .merge(log_groups::router(alarms.control().clone(), engine))
         .merge(alarms::router(alarms))
 }
 
