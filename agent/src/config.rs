@@ -38,9 +38,15 @@ pub struct Config {
     /// Where checkpoints and the buffer live.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Tenant the data belongs to.
+    /// Tenant the data belongs to (servers with `--auth none`; an API key names its own).
     #[serde(default)]
     pub tenant: Option<String>,
+    /// The API key (an `ingest` key); better kept in `api_key_file` or WATCHTRAIL_API_KEY.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// A file holding the API key.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
     /// The `host` dimension and `{hostname}` placeholder; the machine's name when unset.
     #[serde(default)]
     pub hostname: Option<String>,

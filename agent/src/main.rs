@@ -28,6 +28,12 @@ struct Args {
     /// Tenant of the data (overrides `tenant`).
     #[arg(long, env = "WATCHTRAIL_TENANT")]
     tenant: Option<String>,
+    /// The API key (an `ingest` key; overrides `api_key`).
+    #[arg(long, env = "WATCHTRAIL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// A file holding the API key (overrides `api_key_file`).
+    #[arg(long, env = "WATCHTRAIL_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     /// Local API address for audit intake and /metrics (overrides `http_addr`; empty: off).
     #[arg(long, env = "WATCHTRAIL_AGENT_HTTP_ADDR")]
     http_addr: Option<String>,
@@ -58,6 +64,12 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(h) = &args.http_addr {
         config.http_addr.clone_from(h);
+    }
+    if let Some(k) = &args.api_key {
+        config.api_key = Some(k.clone());
+    }
+    if let Some(f) = &args.api_key_file {
+        config.api_key_file = Some(f.clone());
     }
     if let Some(h) = &args.hostname {
         config.hostname = Some(h.clone());
@@ -198,7 +210,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(p) = &config.unix_socket {
         intake::serve_unix(Arc::clone(&ctx), p, stop_rx.clone()).await?;
     }
-    let client = ship::Client::new(&config.server, config.tenant.as_deref(), &config.shipping)?;
+    let api_key = match (&config.api_key, &config.api_key_file) {
+        (Some(k), _) => Some(k.trim().to_string()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("api_key_file: cannot read {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let client = ship::Client::new(
+        &config.server,
+        config.tenant.as_deref(),
+        api_key.as_deref(),
+        &config.shipping,
+    )?;
     let (send_stop_tx, send_stop_rx) = tokio::sync::watch::channel(false);
     let sender = tokio::spawn(ship::run(
         Arc::clone(&ctx),

@@ -84,6 +84,7 @@ impl Default for Jitter {
 pub struct Client {
     inner: IngestServiceClient<Channel>,
     tenant: Option<MetadataValue<watchtrail_proto::tonic::metadata::Ascii>>,
+    authorization: Option<MetadataValue<watchtrail_proto::tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -91,6 +92,7 @@ impl Client {
     pub fn new(
         server: &str,
         tenant: Option<&str>,
+        api_key: Option<&str>,
         shipping: &ShippingConfig,
     ) -> anyhow::Result<Self> {
         let endpoint = Endpoint::from_shared(server.to_string())
@@ -113,7 +115,21 @@ impl Client {
                     .with_context(|| format!("tenant: `{t}` is not a valid header value"))
             })
             .transpose()?;
-        Ok(Self { inner, tenant })
+        let authorization = api_key
+            .map(|k| {
+                let mut v: MetadataValue<watchtrail_proto::tonic::metadata::Ascii> =
+                    format!("Bearer {k}")
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("api_key: not a valid header value"))?;
+                v.set_sensitive(true);
+                Ok::<_, anyhow::Error>(v)
+            })
+            .transpose()?;
+        Ok(Self {
+            inner,
+            tenant,
+            authorization,
+        })
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
@@ -121,6 +137,9 @@ impl Client {
         if let Some(t) = &self.tenant {
             req.metadata_mut()
                 .insert(watchtrail_proto::TENANT_HEADER, t.clone());
+        }
+        if let Some(a) = &self.authorization {
+            req.metadata_mut().insert("authorization", a.clone());
         }
         req
     }

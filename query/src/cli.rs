@@ -7,12 +7,14 @@
 //! - [`query`]: `query` and the interactive shell.
 //! - [`cloudwatch`]: `list-metrics` and `get-metric-statistics`.
 //! - [`alarms`]: `alarms`, `metric-filters` and `destinations` over the HTTP API.
+//! - [`keys`]: `keys` (API keys) over the HTTP API or straight in a store.
 //! - [`logs`]: `logs` (log groups and their retention policies) over the HTTP API.
 
 pub mod alarms;
 pub mod client;
 pub mod cloudwatch;
 pub mod import;
+pub mod keys;
 pub mod logs;
 pub mod put;
 pub mod query;
@@ -63,6 +65,9 @@ pub enum Command {
     /// delete-retention-policy.
     #[command(subcommand)]
     Logs(logs::LogsCommand),
+    /// API keys: create (prints the token once), list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs the CLI; the binary's `main` only calls this.
@@ -99,6 +104,7 @@ pub fn main() -> ExitCode {
             Command::MetricFilters(c) => alarms::metric_filters(&cli.connection, c).await,
             Command::Destinations(c) => alarms::destinations(&cli.connection, c).await,
             Command::Logs(c) => logs::logs(&cli.connection, c).await,
+            Command::Keys(c) => keys::keys(&cli.connection, c).await,
         }
     });
     match result {

@@ -32,6 +32,9 @@ pub enum Error {
     /// SQL that does not parse or plan, or fails on the data (the caller's mistake).
     #[error("{0}")]
     Sql(String),
+    /// A request field that is not allowed (named in the message).
+    #[error("{0}")]
+    Invalid(String),
     /// SQL that would change something or reach outside the caller's tables.
     #[error("{0}")]
     ReadOnly(String),
@@ -67,9 +70,10 @@ impl Error {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Sql(_) | Error::InvalidTenant(_) | Error::InvalidStore { .. } => {
-                ErrorClass::BadRequest
-            }
+            Error::Sql(_)
+            | Error::Invalid(_)
+            | Error::InvalidTenant(_)
+            | Error::InvalidStore { .. } => ErrorClass::BadRequest,
             Error::ReadOnly(_) => ErrorClass::Forbidden,
             Error::MemoryLimit(_) => ErrorClass::ResourceExhausted,
             Error::Timeout(_) => ErrorClass::Timeout,

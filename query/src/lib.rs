@@ -5,6 +5,7 @@
 //! - [`store`]: object storage by URL (`file://`, `s3://`, `memory://`) and Delta table commits.
 //! - [`files`]: Parquet encoding (compression, encodings, sort order).
 //! - [`error`]: the crate's error type.
+//! - [`keys`]: API keys (tenant, role, salted hash) and their store.
 //! - [`pattern`]: CloudWatch Logs filter patterns (metric filters).
 //!
 //! # Example
@@ -19,6 +20,7 @@
 
 pub mod error;
 pub mod files;
+pub mod keys;
 pub mod lifecycle;
 pub mod store;
 pub mod tables;

@@ -56,6 +56,8 @@ fn agent_binary() -> anyhow::Result<PathBuf> {
 pub struct AgentChild {
     command: Vec<std::ffi::OsString>,
     binary: PathBuf,
+    /// Cancelled once the server has written the agent's ingest key (`--auth keys`).
+    ready: CancellationToken,
 }
 
 impl AgentChild {
@@ -65,12 +67,11 @@ impl AgentChild {
         wal_dir: &Path,
         config: Option<&Path>,
         grpc: SocketAddr,
+        key_file: Option<&Path>,
+        ready: CancellationToken,
     ) -> anyhow::Result<Self> {
         let binary = agent_binary()?;
-        let data = wal_dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| wal_dir.join("agent-data"), Path::to_path_buf);
+        let data = crate::config::data_dir(wal_dir);
         std::fs::create_dir_all(&data)
             .with_context(|| format!("--agent: cannot create {}", data.display()))?;
         let config = match config {
@@ -90,7 +91,7 @@ impl AgentChild {
         } else {
             grpc
         };
-        let command = vec![
+        let mut command: Vec<std::ffi::OsString> = vec![
             "--config".into(),
             config.into_os_string(),
             "--server".into(),
@@ -98,7 +99,15 @@ impl AgentChild {
             "--state-dir".into(),
             data.join("agent").into_os_string(),
         ];
-        Ok(Self { command, binary })
+        if let Some(k) = key_file {
+            command.push("--api-key-file".into());
+            command.push(k.into());
+        }
+        Ok(Self {
+            command,
+            binary,
+            ready,
+        })
     }
 
     fn spawn(&self) -> std::io::Result<Child> {
@@ -113,6 +122,10 @@ impl AgentChild {
     /// (SIGKILL after 10 s).
     pub async fn supervise(self, stop: CancellationToken) {
         let mut failures = 0u32;
+        tokio::select! {
+            () = self.ready.cancelled() => {}
+            () = stop.cancelled() => return,
+        }
         loop {
             let mut child = match self.spawn() {
                 Ok(c) => c,

@@ -20,6 +20,7 @@
 //! - [`webhook`]: destinations, payloads, signatures.
 //! - [`history`]: rows of the two tables.
 
+pub mod egress;
 pub mod evaluate;
 pub mod history;
 pub mod store;
@@ -74,6 +75,8 @@ pub struct AlarmConfig {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Where webhooks may go.
+    pub egress: egress::Egress,
 }
 
 impl Default for AlarmConfig {
@@ -87,6 +90,7 @@ impl Default for AlarmConfig {
             webhook_max_age: Duration::from_secs(24 * 3600),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+            egress: egress::Egress::default(),
         }
     }
 }
@@ -283,6 +287,7 @@ impl AlarmService {
             config.lease_ttl,
             storage.base_url().scheme() == "file",
         );
+        let egress = Arc::new(config.egress.clone());
         Self {
             control,
             storage,
@@ -292,8 +297,12 @@ impl AlarmService {
             holding: AtomicBool::new(false),
             wake: Notify::new(),
             outbox_wake: Notify::new(),
+            // Names resolve through the egress guard, and no proxy stands between it and the
+            // address it checked.
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .dns_resolver(Arc::new(egress::GuardedResolver::new(egress)))
                 .build()
                 .unwrap_or_default(),
             metrics,
@@ -500,6 +509,16 @@ impl AlarmService {
     /// A refused destination, storage errors.
     pub async fn put_destination(&self, tenant: &str, d: &Destination) -> Result<(), ApiError> {
         d.validate()?;
+        if let Ok(u) = url::Url::parse(&d.url)
+            && let Err(reason) = self.config.egress.check_url(&u)
+        {
+            return Err(ApiError::Invalid(
+                watchtrail_query::alarm::DefinitionError {
+                    field: "Url".into(),
+                    reason,
+                },
+            ));
+        }
         self.control
             .put(tenant, Doc::Destination, &d.name, d)
             .await?;
@@ -1031,7 +1050,10 @@ impl AlarmService {
         let attempt = match dest {
             Ok(Some(d)) => {
                 row.url = Some(d.url.clone());
-                webhook::send(&self.http, &d, &entry, self.config.webhook_timeout).await
+                match url::Url::parse(&d.url).map(|u| self.config.egress.check_url(&u)) {
+                    Ok(Err(why)) => Attempt::Rejected(0, why),
+                    _ => webhook::send(&self.http, &d, &entry, self.config.webhook_timeout).await,
+                }
             }
             Ok(None) => {
                 row.outcome = "undeliverable";

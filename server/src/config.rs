@@ -72,6 +72,19 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub query_timeout: Duration,
 
+    /// Queries one tenant may run at a time; more wait up to --query-queue-wait for a slot,
+    /// then get RESOURCE_EXHAUSTED (HTTP 429).
+    #[arg(long, env = "WATCHTRAIL_TENANT_QUERY_CONCURRENCY", default_value_t = 8)]
+    pub tenant_query_concurrency: usize,
+
+    /// How long a query waits for one of its tenant's slots.
+    #[arg(long, env = "WATCHTRAIL_QUERY_QUEUE_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub query_queue_wait: Duration,
+
+    /// HTTP/2 streams one gRPC connection may have open at once.
+    #[arg(long, env = "WATCHTRAIL_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
     /// Threads that run queries (apart from ingest). Default: one per core.
     #[arg(long, env = "WATCHTRAIL_QUERY_THREADS")]
     pub query_threads: Option<usize>,
@@ -109,6 +122,12 @@ pub struct ServerArgs {
     /// Longest delay between two attempts of one webhook.
     #[arg(long, env = "WATCHTRAIL_WEBHOOK_RETRY_MAX", default_value = "5m", value_parser = parse_duration)]
     pub webhook_retry_max: Duration,
+
+    /// Private networks webhooks may reach (comma-separated CIDRs, e.g. `10.0.0.0/8,127.0.0.1`).
+    /// Without it, destinations on loopback, private, link-local (the cloud metadata address)
+    /// and reserved addresses are refused.
+    #[arg(long, env = "WATCHTRAIL_WEBHOOK_ALLOW_NETWORKS", default_value = "")]
+    pub webhook_allow_networks: String,
 
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "WATCHTRAIL_LOG", default_value = "info")]
@@ -177,6 +196,22 @@ pub struct ServerArgs {
     /// events): `never` or one of the CloudWatch Logs values.
     #[arg(long, env = "WATCHTRAIL_RETENTION_AUDIT", default_value = "never", value_parser = parse_log_retention)]
     pub retention_audit: Retention,
+
+    /// `keys`: every call needs an API key (`authorization: Bearer wt_...`) that names its
+    /// tenant and role. `none`: no keys, the `x-watchtrail-tenant` header picks the tenant and
+    /// every caller may do everything; only for a trusted network.
+    #[arg(long, env = "WATCHTRAIL_AUTH", value_enum, default_value = "keys")]
+    pub auth: crate::auth::AuthMode,
+
+    /// Do not record control-plane calls, queries, audit imports and refused calls as
+    /// CloudTrail events (`eventsource = 'watchtrail'`) in the caller's `audit` table.
+    #[arg(long, env = "WATCHTRAIL_NO_SELF_AUDIT")]
+    pub no_self_audit: bool,
+
+    /// Where the token of the first admin key is written (mode 0600) when the store has no API
+    /// key yet. Default: `admin.key` next to the WAL directory.
+    #[arg(long, env = "WATCHTRAIL_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
 
     /// Write the bound gRPC and HTTP addresses to this file, one per line (tests bind port 0).
     #[arg(long, hide = true)]
@@ -265,6 +300,26 @@ pub struct ServerConfig {
     pub alarms: crate::alarms::AlarmConfig,
     /// Compaction, retention and vacuum.
     pub lifecycle: crate::lifecycle::LifecycleConfig,
+    /// API keys.
+    pub auth: crate::auth::AuthConfig,
+    /// Whether Watchtrail's own calls are recorded in the audit tables.
+    pub self_audit: bool,
+    /// Queries one tenant may run at a time.
+    pub tenant_query_concurrency: usize,
+    /// How long a query waits for a slot.
+    pub query_queue_wait: Duration,
+    /// HTTP/2 streams per gRPC connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// The directory of the server's local files besides the WAL (the first admin key, the
+/// all-in-one agent's state): the WAL directory's parent, or the WAL directory itself when it
+/// has none.
+pub fn data_dir(wal_dir: &std::path::Path) -> PathBuf {
+    wal_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| wal_dir.to_path_buf(), std::path::Path::to_path_buf)
 }
 
 impl ServerArgs {
@@ -281,6 +336,11 @@ impl ServerArgs {
         }
         if self.query_timeout.is_zero() {
             return Err("--query-timeout must be greater than zero".into());
+        }
+        if self.tenant_query_concurrency == 0 || self.max_concurrent_streams == 0 {
+            return Err(
+                "--tenant-query-concurrency and --max-concurrent-streams must be at least 1".into(),
+            );
         }
         if self.query_memory_limit < (1 << 20) {
             return Err("--query-memory-limit must be at least 1M".into());
@@ -358,6 +418,20 @@ impl ServerArgs {
                 total_max_bytes: self.buffer_max_bytes as usize,
             },
             shutdown_timeout: self.shutdown_timeout,
+            self_audit: !self.no_self_audit,
+            tenant_query_concurrency: self.tenant_query_concurrency,
+            query_queue_wait: self.query_queue_wait,
+            max_concurrent_streams: self.max_concurrent_streams,
+            auth: crate::auth::AuthConfig {
+                mode: self.auth,
+                admin_key_file: self
+                    .admin_key_file
+                    .clone()
+                    .unwrap_or_else(|| data_dir(&self.wal_dir).join("admin.key")),
+                agent_key_file: (self.agent && self.auth == crate::auth::AuthMode::Keys)
+                    .then(|| data_dir(&self.wal_dir).join("agent.key")),
+                ready: tokio_util::sync::CancellationToken::new(),
+            },
             alarms: crate::alarms::AlarmConfig {
                 enabled: !self.no_alarms,
                 delay: self.alarm_delay,
@@ -367,6 +441,8 @@ impl ServerArgs {
                 webhook_max_age: self.webhook_max_age,
                 retry_base: self.webhook_retry_base,
                 retry_max: self.webhook_retry_max,
+                egress: crate::alarms::egress::Egress::parse(&self.webhook_allow_networks)
+                    .map_err(|e| format!("--webhook-allow-networks: {e}"))?,
             },
             lifecycle: crate::lifecycle::LifecycleConfig {
                 enabled: !self.no_compaction,

@@ -39,6 +39,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error code Watchtrail's own audit trail records for this error.
+    pub fn audit_code(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "ValidationException",
+            Error::TooLarge(_) => "LimitExceededException",
+            Error::Unavailable(_) => "ServiceUnavailable",
+            Error::Query(_) | Error::Io { .. } | Error::Internal(_) => "InternalFailure",
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {

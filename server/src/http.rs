@@ -1,19 +1,33 @@
-//! The HTTP port: `/healthz`, `/metrics`, `POST /v1/query`, the alarm API and log groups.
+//! The HTTP port: `/healthz`, `/metrics`, `POST /v1/query`, the alarm API, log groups and keys.
+//!
+//! Every `/v1/` route is behind [`authorize`]: it needs an API key whose role allows the call
+//! (reads: `read`; changes: `admin`), and the handler sees the caller as a
+//! [`crate::auth::Principal`] extension. `/healthz` and `/metrics` are open, for load balancers and
+//! scrapers; they carry no tenant's data.
 
 pub mod alarms;
+pub mod keys;
 pub mod log_groups;
 pub mod query;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use watchtrail_proto::TENANT_HEADER;
 use watchtrail_query::engine::Engine;
+use watchtrail_query::keys::Role;
 
+use serde_json::Value;
+
+use crate::auth::{Auth, Denied};
 use crate::metrics::Metrics;
+use crate::self_audit::{Call, SelfAudit};
 use crate::wal::Wal;
 
 #[derive(Clone)]
@@ -29,22 +43,284 @@ pub fn router(
     wal: Wal,
     engine: Engine,
     alarms: Arc<crate::alarms::AlarmService>,
+    auth: Auth,
+    trail: SelfAudit,
+    gate: crate::query::QueryGate,
 ) -> Router {
+    let api = Router::new()
+        .route("/v1/query", post(query::query))
+        .with_state(query::QueryState {
+            engine: engine.clone(),
+            gate,
+        })
+        .merge(log_groups::router(alarms.control().clone(), engine))
+        .merge(alarms::router(Arc::clone(&alarms)))
+        .merge(keys::router(auth.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            Gate { auth, trail },
+            authorize,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
         .with_state(HttpState {
             metrics,
             wal,
-            alarms: Arc::clone(&alarms),
+            alarms,
         })
-        .merge(
-            Router::new()
-                .route("/v1/query", post(query::query))
-                .with_state(engine.clone()),
-        )
-        .merge(log_groups::router(alarms.control().clone(), engine))
-        .merge(alarms::router(alarms))
+        .merge(api)
+}
+
+/// The role a call needs: queries and reads need `read`; keys and every change need `admin`.
+pub fn needed_role(method: &Method, path: &str) -> Role {
+    let keys = path == "/v1/keys" || path.starts_with("/v1/keys/");
+    if keys {
+        Role::Admin
+    } else if method == Method::GET || method == Method::HEAD || path == "/v1/query" {
+        Role::Read
+    } else {
+        Role::Admin
+    }
+}
+
+/// The answer to a refused call.
+pub(crate) fn denied(d: &Denied) -> Response {
+    let (status, code) = match d {
+        Denied::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UnrecognizedClient"),
+        Denied::Forbidden(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
+        Denied::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidParameterValue"),
+        Denied::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable"),
+    };
+    let mut r = query::error_response(status, code, &d.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Denied> {
+    h.get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Denied::Invalid(format!("{name}: must be ASCII")))
+        })
+        .transpose()
+}
+
+/// What the `/v1/` middleware needs.
+#[derive(Clone)]
+struct Gate {
+    auth: Auth,
+    trail: SelfAudit,
+}
+
+/// The largest request body a `/v1/` call may have.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+/// The error code an error answer carries, for the trail.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorCode(pub(crate) String);
+
+/// The trail's name of a call, whether it only reads, and its parameters from the path.
+pub fn http_event(method: &Method, path: &str) -> (&'static str, bool, Value) {
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| percent_encoding_decode(s))
+        .collect();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let get = method == Method::GET || method == Method::HEAD;
+    let (name, param, read_only) = match (seg.as_slice(), get) {
+        (["v1", "query"], _) => ("Query", None, true),
+        (["v1", "alarms"], true) => ("DescribeAlarms", None, true),
+        (["v1", "alarms", n], true) => ("DescribeAlarms", Some(("alarmName", *n)), true),
+        (["v1", "alarms", n], false) if method == Method::DELETE => {
+            ("DeleteAlarm", Some(("alarmName", *n)), false)
+        }
+        (["v1", "alarms", n], false) => ("PutAlarm", Some(("alarmName", *n)), false),
+        (["v1", "alarms", n, "state"], false) => ("SetAlarmState", Some(("alarmName", *n)), false),
+        (["v1", "alarms", n, "history"], true) => {
+            ("DescribeAlarmHistory", Some(("alarmName", *n)), true)
+        }
+        (["v1", "alarm-history"], true) => ("DescribeAlarmHistory", None, true),
+        (["v1", "metric-filters"], true) => ("DescribeMetricFilters", None, true),
+        (["v1", "metric-filters", n], false) if method == Method::DELETE => {
+            ("DeleteMetricFilter", Some(("filterName", *n)), false)
+        }
+        (["v1", "metric-filters", n], false) => {
+            ("PutMetricFilter", Some(("filterName", *n)), false)
+        }
+        (["v1", "destinations"], true) => ("ListDestinations", None, true),
+        (["v1", "destinations", n], false) if method == Method::DELETE => {
+            ("DeleteDestination", Some(("name", *n)), false)
+        }
+        (["v1", "destinations", n], false) => ("PutDestination", Some(("name", *n)), false),
+        (["v1", "log-groups"], true) => ("DescribeLogGroups", None, true),
+        (["v1", "log-groups", n, "retention"], false) if method == Method::DELETE => {
+            ("DeleteRetentionPolicy", Some(("logGroupName", *n)), false)
+        }
+        (["v1", "log-groups", n, "retention"], false) => {
+            ("PutRetentionPolicy", Some(("logGroupName", *n)), false)
+        }
+        (["v1", "keys"], true) => ("ListKeys", None, true),
+        (["v1", "keys"], false) => ("CreateKey", None, false),
+        (["v1", "keys", id], false) => ("RevokeKey", Some(("keyId", *id)), false),
+        _ => ("Unknown", Some(("path", path)), get),
+    };
+    let mut params = serde_json::Map::new();
+    if let Some((k, v)) = param {
+        params.insert(k.into(), Value::String(v.to_string()));
+    }
+    (name, read_only, Value::Object(params))
+}
+
+fn percent_encoding_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What of a request body the trail keeps: the SQL of a query, the definition of a change,
+/// never a secret (a destination's `Secret` and `Headers` are left out).
+fn body_parameters(event: &str, body: &[u8]) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    if event == "PutDestination" {
+        obj.remove("Secret");
+        obj.remove("Headers");
+    }
+    Some(v)
+}
+
+/// The trail's error code of an HTTP answer.
+fn error_code_of(r: &Response) -> Option<String> {
+    let status = r.status();
+    if status.is_success() {
+        return None;
+    }
+    if let Some(ErrorCode(c)) = r.extensions().get::<ErrorCode>() {
+        return Some(c.clone());
+    }
+    Some(
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "AccessDenied",
+            StatusCode::NOT_FOUND => "ResourceNotFoundException",
+            StatusCode::BAD_REQUEST => "ValidationException",
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+                "LimitExceededException"
+            }
+            s if s.is_server_error() => "InternalFailure",
+            _ => "ClientError",
+        }
+        .to_string(),
+    )
+}
+
+/// Authenticates a `/v1/` call and checks its role (the handler gets the
+/// [`crate::auth::Principal`]), then records the call and its outcome in the caller's trail.
+async fn authorize(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    let needed = needed_role(req.method(), req.uri().path());
+    let (event_name, read_only, mut params) = http_event(req.method(), req.uri().path());
+    let source_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(q) = req.uri().query()
+        && let Some(o) = params.as_object_mut()
+    {
+        o.insert("query".into(), Value::String(q.to_string()));
+    }
+    // Owned copies: the request body is not `Sync`, so no borrow of it may cross an await.
+    let headers = (|| {
+        let h = req.headers();
+        Ok::<_, Denied>((
+            header_text(h, header::AUTHORIZATION.as_str())?.map(str::to_string),
+            header_text(h, TENANT_HEADER)?.map(str::to_string),
+        ))
+    })();
+    let (authorization, tenant) = match headers {
+        Ok(h) => h,
+        Err(d) => return denied(&d),
+    };
+    let mut call = Call {
+        event_name,
+        read_only,
+        caller: gate.auth.refused_caller(authorization.as_deref()),
+        source_ip,
+        user_agent,
+        request_parameters: params,
+        error: None,
+    };
+    let principal = match gate
+        .auth
+        .authorize(authorization.as_deref(), tenant.as_deref(), needed)
+        .await
+    {
+        Ok(p) => p,
+        Err((d, caller)) => {
+            call.caller = caller;
+            call.error = Some(("AccessDenied".into(), d.to_string()));
+            gate.trail.record(&call);
+            return denied(&d);
+        }
+    };
+    call.caller = principal.caller();
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            call.error = Some((
+                "LimitExceededException".into(),
+                "request body too large".into(),
+            ));
+            gate.trail.record(&call);
+            return query::error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLarge",
+                &format!("the request body is over {MAX_BODY_BYTES} bytes"),
+            );
+        }
+    };
+    if let Some(b) = body_parameters(event_name, &bytes)
+        && let Some(o) = call.request_parameters.as_object_mut()
+    {
+        match b {
+            Value::Object(m) => o.extend(m),
+            other => {
+                o.insert("body".into(), other);
+            }
+        }
+    }
+    let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    req.extensions_mut().insert(principal);
+    let response = next.run(req).await;
+    if let Some(code) = error_code_of(&response) {
+        call.error = Some((code, format!("HTTP {}", response.status().as_u16())));
+    }
+    gate.trail.record(&call);
+    response
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -60,4 +336,30 @@ async fn prometheus(State(s): State<HttpState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_need_read_and_changes_and_keys_need_admin() {
+        assert_eq!(needed_role(&Method::POST, "/v1/query"), Role::Read);
+        assert_eq!(needed_role(&Method::GET, "/v1/alarms"), Role::Read);
+        assert_eq!(needed_role(&Method::GET, "/v1/log-groups"), Role::Read);
+        assert_eq!(needed_role(&Method::PUT, "/v1/alarms/a"), Role::Admin);
+        assert_eq!(
+            needed_role(&Method::POST, "/v1/alarms/a/state"),
+            Role::Admin
+        );
+        assert_eq!(
+            needed_role(&Method::DELETE, "/v1/destinations/d"),
+            Role::Admin
+        );
+        assert_eq!(needed_role(&Method::GET, "/v1/keys"), Role::Admin);
+        assert_eq!(
+            needed_role(&Method::DELETE, "/v1/keys/0123456789abcdef"),
+            Role::Admin
+        );
+    }
 }

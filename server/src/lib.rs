@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags and the validated [`ServerConfig`].
+//! - [`auth`]: API keys, roles and the caller of each request.
 //! - [`error`]: the error type and its mapping to gRPC status codes.
 //! - [`wal`]: the write-ahead log with group commit and replay.
 //! - [`ingest`]: validation, buffering and flushing.
@@ -11,9 +12,11 @@
 //! - [`http`]: `/healthz`, `/metrics`, `POST /v1/query` and the alarm API.
 //! - [`alarms`]: alarm definitions and state, the evaluator, the webhook outbox.
 //! - [`metrics`]: the server's own counters.
+//! - [`self_audit`]: Watchtrail's own audit trail of control-plane calls, queries and refusals.
 
 pub mod agent_child;
 pub mod alarms;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -22,6 +25,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod metrics;
 pub mod query;
+pub mod self_audit;
 pub mod wal;
 
 use std::future::Future;
@@ -70,6 +74,11 @@ pub async fn serve(
         Some(s) => s,
         None => Storage::from_url(&config.store_url)?,
     };
+    let auth = auth::Auth::new(&storage, config.auth.mode).await;
+    if let Err(e) = auth.bootstrap(&config.auth).await {
+        tracing::warn!(error = %format!("{e:#}"), "could not check or make the first API keys");
+    }
+    config.auth.ready.cancel();
     let metrics = Arc::new(metrics::Metrics::default());
     let buffers = ingest::buffer::BufferHandle::new(Arc::clone(&metrics));
     let (wal, replayed) = wal::Wal::open(
@@ -87,6 +96,7 @@ pub async fn serve(
         });
     }
     ingest::replay(replayed, &buffers, &storage, wal.server_id(), &stop).await?;
+    tokio::spawn(auth.clone().refresh_loop(stop.clone()));
 
     let flusher = ingest::flush::Flusher::new(
         buffers.clone(),
@@ -143,21 +153,39 @@ pub async fn serve(
     health
         .set_serving::<IngestServiceServer<grpc::ingest::IngestServiceImpl>>()
         .await;
-    let ingest_service =
-        IngestServiceServer::new(grpc::ingest::IngestServiceImpl::new(ingest::Ingest::new(
-            wal.clone(),
-            Arc::clone(&metrics),
-            buffers.clone(),
-            storage.clone(),
-        )))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd);
-    let query_service = QueryServiceServer::new(grpc::query::QueryServiceImpl::new(engine.clone()))
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd);
+    let ingest = ingest::Ingest::new(
+        wal.clone(),
+        Arc::clone(&metrics),
+        buffers.clone(),
+        storage.clone(),
+    );
+    let gate = query::QueryGate::new(config.tenant_query_concurrency, config.query_queue_wait);
+    let trail_stop = CancellationToken::new();
+    let (trail, trail_task) = if config.self_audit {
+        let (t, task) =
+            self_audit::SelfAudit::start(ingest.clone(), Arc::clone(&metrics), trail_stop.clone());
+        (t, Some(task))
+    } else {
+        (self_audit::SelfAudit::off(Arc::clone(&metrics)), None)
+    };
+    let ingest_service = IngestServiceServer::new(grpc::ingest::IngestServiceImpl::new(
+        ingest,
+        auth.clone(),
+        trail.clone(),
+    ))
+    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Zstd);
+    let query_service = QueryServiceServer::new(grpc::query::QueryServiceImpl::new(
+        engine.clone(),
+        auth.clone(),
+        trail.clone(),
+        gate.clone(),
+    ))
+    .accept_compressed(CompressionEncoding::Zstd)
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Zstd);
     health
         .set_serving::<QueryServiceServer<grpc::query::QueryServiceImpl>>()
         .await;
@@ -174,6 +202,7 @@ pub async fn serve(
 
     let grpc_stop = stop.clone();
     let grpc = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
         .add_service(health_service)
         .add_service(ingest_service)
         .add_service(query_service)
@@ -183,7 +212,16 @@ pub async fn serve(
     let http_stop = stop.clone();
     let http = axum::serve(
         listeners.http,
-        http::router(Arc::clone(&metrics), wal.clone(), engine, alarms),
+        http::router(
+            Arc::clone(&metrics),
+            wal.clone(),
+            engine,
+            alarms,
+            auth,
+            trail,
+            gate,
+        )
+        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move { http_stop.cancelled().await });
     drop(wal);
@@ -192,6 +230,11 @@ pub async fn serve(
     g.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     h.map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
 
+    // The trail's last events go into the WAL before the final flush.
+    trail_stop.cancel();
+    if let Some(t) = trail_task {
+        let _ = t.await;
+    }
     alarm_stop.cancel();
     let _ = alarm_task.await;
     let _ = lifecycle_task.await;

@@ -51,6 +51,8 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
                 &args.wal_dir,
                 args.agent_config.as_deref(),
                 grpc.local_addr()?,
+                config.auth.agent_key_file.as_deref(),
+                config.auth.ready.clone(),
             )?;
             Some(tokio::spawn(child.supervise(agent_stop.clone())))
         } else {

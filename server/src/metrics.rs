@@ -140,6 +140,10 @@ pub struct Metrics {
     pub rollup_rewrites: Counter,
     /// Replaced or expired files deleted from storage after the grace period.
     pub vacuum_files_deleted: Counter,
+    /// Watchtrail's own audit events written.
+    pub self_audit_events: Counter,
+    /// Watchtrail's own audit events dropped (queue full, or the WAL refused them).
+    pub self_audit_dropped: Counter,
 }
 
 impl Metrics {
@@ -269,6 +273,16 @@ impl Metrics {
                 "watchtrail_vacuum_files_deleted_total",
                 "Replaced or expired files deleted after the grace period.",
                 &self.vacuum_files_deleted,
+            ),
+            (
+                "watchtrail_self_audit_events_total",
+                "Watchtrail's own audit events written to the audit tables.",
+                &self.self_audit_events,
+            ),
+            (
+                "watchtrail_self_audit_dropped_total",
+                "Watchtrail's own audit events dropped (queue full or WAL refusing).",
+                &self.self_audit_dropped,
             ),
         ] {
             counter(name, help, &[("", v.get())]);

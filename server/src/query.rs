@@ -85,3 +85,69 @@ impl SnapshotSource for ServerSource {
         Ok(lock(&self.buffers.inner).query_snapshot(&key, loaded))
     }
 }
+
+/// At most so many queries of one tenant at a time, so that one tenant's dashboards cannot
+/// take every query thread from the others. A query over the limit waits up to
+/// `--query-queue-wait` for a slot, then is refused (RESOURCE_EXHAUSTED / 429).
+#[derive(Debug, Clone)]
+pub struct QueryGate {
+    limit: usize,
+    wait: Duration,
+    tenants: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+}
+
+impl QueryGate {
+    /// `limit` queries per tenant (at least 1), waiting up to `wait` for a slot.
+    pub fn new(limit: usize, wait: Duration) -> Self {
+        Self {
+            limit: limit.max(1),
+            wait,
+            tenants: Arc::default(),
+        }
+    }
+
+    /// How long a query waits for a slot before it is refused.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// A slot for one query of `tenant`, held until the permit is dropped.
+    ///
+    /// # Errors
+    /// The tenant's slots stayed taken for the whole wait; the message says how many.
+    pub async fn enter(&self, tenant: &str) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        let sem = {
+            let mut t = lock(&self.tenants);
+            Arc::clone(
+                t.entry(tenant.to_string())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.limit))),
+            )
+        };
+        match tokio::time::timeout(self.wait, sem.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(format!(
+                "tenant `{tenant}` already runs {} queries (--tenant-query-concurrency); retry when one ends",
+                self.limit
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tenant_gets_its_slots_and_no_more_and_others_are_not_held_up() {
+        let gate = QueryGate::new(2, Duration::from_millis(50));
+        let a = gate.enter("acme").await.unwrap();
+        let _b = gate.enter("acme").await.unwrap();
+        let refused = gate.enter("acme").await.unwrap_err();
+        assert!(refused.contains("2 queries"), "{refused}");
+        // Another tenant is not affected.
+        let _c = gate.enter("other").await.unwrap();
+        // A slot given back is taken again.
+        drop(a);
+        assert!(gate.enter("acme").await.is_ok());
+    }
+}

@@ -36,8 +36,8 @@ fn seed() -> u64 {
 
 fn agent_config(server: &TestServer, extra: &str) -> String {
     format!(
-        "server = \"http://{}\"\n{extra}\n[shipping]\nretry_base = \"50ms\"\nretry_max = \"1s\"\n",
-        server.grpc
+        "server = \"http://{}\"\napi_key = \"{}\"\n{extra}\n[shipping]\nretry_base = \"50ms\"\nretry_max = \"1s\"\n",
+        server.grpc, server.key
     )
 }
 
@@ -235,7 +235,11 @@ async fn cloudtrail_files_are_delivered_once_across_restarts() {
     for f in first {
         std::fs::copy(f, nested.join(f.file_name().expect("name"))).expect("copy");
     }
-    let server = TestServer::start(ServerOptions::local(&dir.path().join("server"))).await;
+    // Counts of the audit table are the subject: no Watchtrail events of its own beside them.
+    let server = TestServer::start(
+        ServerOptions::local(&dir.path().join("server")).with_args(&["--no-self-audit"]),
+    )
+    .await;
     let config = agent_config(
         &server,
         &format!(
@@ -286,7 +290,11 @@ async fn cloudtrail_files_are_delivered_once_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_intake_takes_events_over_http_and_a_unix_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(ServerOptions::local(&dir.path().join("server"))).await;
+    // Counts of the audit table are the subject: no Watchtrail events of its own beside them.
+    let server = TestServer::start(
+        ServerOptions::local(&dir.path().join("server")).with_args(&["--no-self-audit"]),
+    )
+    .await;
     let socket = dir.path().join("agent.sock");
     let config = agent_config(
         &server,

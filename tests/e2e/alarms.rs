@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use watchtrail_e2e::receiver::Receiver;
-use watchtrail_e2e::{HttpAnswer, ServerOptions, TestServer, http_send, wait_for};
+use watchtrail_e2e::{HttpAnswer, ServerOptions, TestServer, wait_for};
 use watchtrail_proto::v1::{
     AuditRecord, MetricDatum, PutAuditEventsRequest, PutMetricDataRequest, metric_datum,
 };
@@ -32,11 +32,13 @@ fn fast(opts: ServerOptions) -> ServerOptions {
 }
 
 async fn put(server: &TestServer, path: &str, body: &Value) -> HttpAnswer {
-    http_send(server.http, "PUT", path, &[], body.to_string().as_bytes()).await
+    server
+        .send("PUT", path, &[], body.to_string().as_bytes())
+        .await
 }
 
 async fn get(server: &TestServer, path: &str) -> HttpAnswer {
-    http_send(server.http, "GET", path, &[], b"").await
+    server.send("GET", path, &[], b"").await
 }
 
 async fn state_of(server: &TestServer, alarm: &str) -> String {
@@ -161,14 +163,16 @@ async fn definitions_are_checked_listed_and_kept_across_restarts() {
     assert_eq!(filters["metricFilters"][0]["filterName"], "denied");
 
     assert_eq!(
-        http_send(server.http, "DELETE", "/v1/alarms/errors%2Fhigh", &[], b"")
+        server
+            .send("DELETE", "/v1/alarms/errors%2Fhigh", &[], b"")
             .await
             .status,
         200
     );
     assert_eq!(get(&server, "/v1/alarms/errors%2Fhigh").await.status, 404);
     assert_eq!(
-        http_send(server.http, "DELETE", "/v1/alarms/errors%2Fhigh", &[], b"")
+        server
+            .send("DELETE", "/v1/alarms/errors%2Fhigh", &[], b"")
             .await
             .status,
         404
@@ -478,6 +482,7 @@ async fn cis_metric_filters_and_sql_alarms_fire_on_audit_events() {
 
 fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
     std::process::Command::new(watchtrail_e2e::bin_path("watchtrail"))
+        .env("WATCHTRAIL_API_KEY", &server.key)
         .args(["--http", &format!("http://{}", server.http)])
         .args(args)
         .output()
@@ -759,14 +764,8 @@ async fn with_two_servers_one_evaluates_and_the_other_takes_over() {
     .await;
     // Data below the threshold in every period from now on: ALARM -> OK, notified once.
     let feeder = {
-        let grpc = alive.grpc;
+        let mut client = watchtrail_e2e::ingest_client(alive.grpc, &alive.key);
         tokio::spawn(async move {
-            let ch =
-                watchtrail_proto::tonic::transport::Channel::from_shared(format!("http://{grpc}"))
-                    .expect("url")
-                    .connect_lazy();
-            let mut client =
-                watchtrail_proto::v1::ingest_service_client::IngestServiceClient::new(ch);
             for i in 0..60 {
                 let _ = client
                     .put_metric_data(PutMetricDataRequest {

@@ -13,7 +13,8 @@ use super::column_counts;
 
 fn cli(server: &TestServer, args: &[&str]) -> Command {
     let mut c = Command::new(bin_path("watchtrail"));
-    c.args(["--server", &format!("http://{}", server.grpc)])
+    c.env("WATCHTRAIL_API_KEY", &server.key)
+        .args(["--server", &format!("http://{}", server.grpc)])
         .args(args);
     c
 }

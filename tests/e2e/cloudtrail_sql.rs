@@ -89,8 +89,11 @@ async fn athena_and_cloudtrail_lake_queries_match_the_raw_json() {
     let events = raw_events();
     assert_eq!(events.len(), 2900);
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(ServerOptions::local(dir.path())).await;
+    // The subject is the CloudTrail data itself: no Watchtrail events of its own beside it.
+    let server =
+        TestServer::start(ServerOptions::local(dir.path()).with_args(&["--no-self-audit"])).await;
     let out = Command::new(bin_path("watchtrail"))
+        .env("WATCHTRAIL_API_KEY", &server.key)
         .args(["--server", &format!("http://{}", server.grpc), "import"])
         .arg(fixtures().join("cloudtrail"))
         .output()
@@ -102,8 +105,9 @@ async fn athena_and_cloudtrail_lake_queries_match_the_raw_json() {
     );
     let q = |sql: &'static str| {
         let grpc = server.grpc;
+        let key = server.key.clone();
         async move {
-            grpc_query(grpc, "default", sql)
+            grpc_query(grpc, &key, sql)
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
                 .0
@@ -218,7 +222,7 @@ async fn athena_and_cloudtrail_lake_queries_match_the_raw_json() {
         "SELECT count(*) FROM audit WHERE eventtime >= from_iso8601_timestamp('{lo}') \
          AND eventtime < from_iso8601_timestamp('{hi}')"
     );
-    let got = grpc_query(server.grpc, "default", &sql)
+    let got = grpc_query(server.grpc, &server.key, &sql)
         .await
         .expect("window")
         .0;

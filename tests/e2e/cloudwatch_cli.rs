@@ -31,6 +31,7 @@ fn datum(dims: &[(&str, &str)], ts: i64, data: metric_datum::Data) -> MetricDatu
 
 fn cli(server: &TestServer, args: &[&str]) -> Value {
     let out = Command::new(bin_path("watchtrail"))
+        .env("WATCHTRAIL_API_KEY", &server.key)
         .args(["--server", &format!("http://{}", server.grpc)])
         .args(args)
         .output()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use watchtrail_e2e::{ServerOptions, TestServer};
+use watchtrail_e2e::{Bearer, ServerOptions, TestServer};
 use watchtrail_proto::tonic::transport::Channel;
 use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
 use watchtrail_query::store::Storage;
@@ -41,6 +41,7 @@ async fn sigkill_in_a_loop_loses_and_duplicates_nothing() {
     ]);
     let server = Arc::new(Mutex::new(TestServer::start(opts.clone()).await));
     let grpc = server.lock().await.grpc;
+    let key = server.lock().await.key.clone();
     let addr = Arc::new(Mutex::new(grpc));
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
@@ -48,6 +49,7 @@ async fn sigkill_in_a_loop_loses_and_duplicates_nothing() {
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let (addr, acked, done) = (Arc::clone(&addr), Arc::clone(&acked), Arc::clone(&done));
+        let key = key.clone();
         writers.push(tokio::spawn(async move {
             let mut b = 0;
             while b < MIN_BATCHES_PER_WRITER || !done.load(Ordering::SeqCst) {
@@ -62,7 +64,7 @@ async fn sigkill_in_a_loop_loses_and_duplicates_nothing() {
                             .connect()
                             .await
                             .ok()?;
-                        IngestServiceClient::new(ch)
+                        IngestServiceClient::with_interceptor(ch, Bearer::new(&key))
                             .put_log_events(log_batch(&id, EVENTS_PER_BATCH))
                             .await
                             .ok()

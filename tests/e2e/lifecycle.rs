@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use watchtrail_e2e::{
-    ServerOptions, TestServer, bin_path, grpc_query, http_send, scalar_i64, sql_count, wait_for,
+    ServerOptions, TestServer, bin_path, grpc_query, scalar_i64, sql_count, wait_for,
 };
 use watchtrail_proto::v1::{
     Dimension, LogEvent, MetricSeries, PutLogEventsRequest, PutMetricDataRequest,
@@ -146,7 +146,7 @@ async fn compaction_and_retention_keep_counts_exact_under_load() {
     let mut reads = 0;
     while !writer.is_finished() {
         let before = acked.load(Ordering::SeqCst);
-        let (rows, _) = grpc_query(server.grpc, "default", live)
+        let (rows, _) = grpc_query(server.grpc, &server.key, live)
             .await
             .unwrap_or_else(|e| panic!("a query failed while compaction ran: {e}"));
         let after = sent.load(Ordering::SeqCst);
@@ -170,7 +170,7 @@ async fn compaction_and_retention_keep_counts_exact_under_load() {
     );
     let windows = loop {
         let w = files_per_window(&store).await;
-        let raw_old = grpc_query(server.grpc, "default", &raw_left)
+        let raw_old = grpc_query(server.grpc, &server.key, &raw_left)
             .await
             .map(|(rows, _)| scalar_i64(&rows, 0));
         if w.len() == 6 && w.values().all(|n| *n == 1) && raw_old.ok() == Some(0) {
@@ -184,13 +184,13 @@ async fn compaction_and_retention_keep_counts_exact_under_load() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(windows.len(), 6, "{windows:?}");
-    let (rows, _) = grpc_query(server.grpc, "default", live)
+    let (rows, _) = grpc_query(server.grpc, &server.key, live)
         .await
         .expect("count");
     assert_eq!(scalar_i64(&rows, 0), total);
     let (rows, _) = grpc_query(
         server.grpc,
-        "default",
+        &server.key,
         "SELECT count(*) FROM metrics WHERE dimensions['host'] = 'old'",
     )
     .await
@@ -232,7 +232,7 @@ async fn compaction_and_retention_keep_counts_exact_under_load() {
     // points all fall in the first seconds of their hour.
     let (rows, _) = grpc_query(
         server.grpc,
-        "default",
+        &server.key,
         &format!(
             "SELECT count(*) FROM metrics WHERE dimensions['host'] = 'live' \
              AND time < to_timestamp_millis({rolled_cutoff})"
@@ -267,6 +267,7 @@ fn log_events(id: &str, group: &str, times: &[i64]) -> PutLogEventsRequest {
 
 fn logs_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
     std::process::Command::new(bin_path("watchtrail"))
+        .env("WATCHTRAIL_API_KEY", &server.key)
         .args(["--http", &format!("http://{}", server.http)])
         .arg("logs")
         .args(args)
@@ -321,14 +322,14 @@ async fn log_groups_keep_retentions_of_their_own() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--retention-in-days"));
-    let a = http_send(
-        server.http,
-        "PUT",
-        "/v1/log-groups/%2Fsvc%2Fdebug/retention",
-        &[],
-        br#"{"retentionInDays": 2}"#,
-    )
-    .await;
+    let a = server
+        .send(
+            "PUT",
+            "/v1/log-groups/%2Fsvc%2Fdebug/retention",
+            &[],
+            br#"{"retentionInDays": 2}"#,
+        )
+        .await;
     assert_eq!(a.status, 400);
     assert_eq!(
         a.json()["error"]["field"],
@@ -336,14 +337,14 @@ async fn log_groups_keep_retentions_of_their_own() {
         "{}",
         a.text()
     );
-    let a = http_send(
-        server.http,
-        "PUT",
-        "/v1/log-groups/..%2Fother/retention",
-        &[],
-        br#"{"retentionInDays": 1}"#,
-    )
-    .await;
+    let a = server
+        .send(
+            "PUT",
+            "/v1/log-groups/..%2Fother/retention",
+            &[],
+            br#"{"retentionInDays": 1}"#,
+        )
+        .await;
     assert_eq!(a.status, 400, "{}", a.text());
     // /svc/debug keeps one day: its three-day-old events go, /svc/api's stay (7 days).
     let out = logs_cli(

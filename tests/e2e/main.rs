@@ -2,12 +2,14 @@
 
 mod agent;
 mod alarms;
+mod auth;
 mod cli;
 mod cloudtrail_sql;
 mod cloudwatch_cli;
 mod durability;
 mod import;
 mod ingest;
+mod isolation;
 mod lifecycle;
 mod open_format;
 mod query;

@@ -23,6 +23,7 @@ async fn counts_stay_exact_while_ingesting_and_flushing() {
     let opts = ServerOptions::local(dir.path()).with_args(&["--flush-max-age", "200ms"]);
     let server = TestServer::start(opts).await;
     let grpc = server.grpc;
+    let key = server.key.clone();
     let acked_logs = Arc::new(AtomicI64::new(0));
     let sent_logs = Arc::new(AtomicI64::new(0));
     let acked_points = Arc::new(AtomicI64::new(0));
@@ -87,7 +88,7 @@ async fn counts_stay_exact_while_ingesting_and_flushing() {
         let floor_points = acked_points.load(Ordering::SeqCst);
         let (rows, stats) = grpc_query(
             grpc,
-            "default",
+            &key,
             "SELECT (SELECT count(*) FROM logs) AS logs, \
              (SELECT count(DISTINCT message) FROM logs) AS distinct_logs, \
              (SELECT count(*) FROM metrics) AS points",
@@ -122,7 +123,7 @@ async fn counts_stay_exact_while_ingesting_and_flushing() {
         "no query read committed files and buffered rows together"
     );
     // Once the writers are done, every acknowledged point is there exactly once.
-    let (rows, _) = grpc_query(grpc, "default", "SELECT count(*) FROM metrics")
+    let (rows, _) = grpc_query(grpc, &key, "SELECT count(*) FROM metrics")
         .await
         .expect("query");
     assert_eq!(scalar_i64(&rows, 0), acked_points.load(Ordering::SeqCst));
@@ -214,11 +215,11 @@ async fn http_api_answers_in_every_format_and_maps_errors_to_statuses() {
     assert_eq!(again.status, 200);
 
     // The same limits over gRPC.
-    let err = grpc_query(server.grpc, "default", "DELETE FROM logs")
+    let err = grpc_query(server.grpc, &server.key, "DELETE FROM logs")
         .await
         .expect_err("refused");
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = grpc_query(server.grpc, "default", "SELECT x FROM nowhere")
+    let err = grpc_query(server.grpc, &server.key, "SELECT x FROM nowhere")
         .await
         .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -229,6 +230,7 @@ async fn cli_queries_a_server_and_a_store_in_every_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = ServerOptions::local(dir.path());
     let mut server = TestServer::start(opts.clone()).await;
+    let key = server.key.clone();
     let mut client = server.client().await;
     client
         .put_log_events(log_batch("c1", 4))
@@ -236,6 +238,7 @@ async fn cli_queries_a_server_and_a_store_in_every_format() {
         .expect("put logs");
     let cli = |args: &[&str]| {
         let out = Command::new(bin_path("watchtrail"))
+            .env("WATCHTRAIL_API_KEY", &key)
             .args(args)
             .output()
             .expect("run watchtrail");

@@ -76,12 +76,19 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
-    /// A server with a `file://` store and a WAL under `dir`, flushing every 300 ms.
+    /// A server with a `file://` store and a WAL under `dir`, flushing every 300 ms, whose
+    /// webhooks may reach 127.0.0.1.
     pub fn local(dir: &Path) -> Self {
         Self {
             store: format!("file://{}", dir.join("store").display()),
             wal_dir: dir.join("wal"),
-            args: vec!["--flush-max-age".into(), "300ms".into()],
+            // Test receivers listen on loopback, which webhooks may reach only when allowed.
+            args: vec![
+                "--flush-max-age".into(),
+                "300ms".into(),
+                "--webhook-allow-networks".into(),
+                "127.0.0.1".into(),
+            ],
             env: Vec::new(),
             addrs: None,
         }
@@ -94,10 +101,102 @@ impl ServerOptions {
     }
 }
 
+/// Adds `authorization: Bearer <key>` to every gRPC call of a client.
+#[derive(Debug, Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// The interceptor for `key` (a `wt_...` token).
+    ///
+    /// # Panics
+    /// When the key is not a valid header value.
+    pub fn new(key: &str) -> Self {
+        Self(format!("Bearer {key}").parse().expect("key header"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// An ingest client that sends an API key.
+pub type IngestClient =
+    IngestServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// An ingest client of `grpc` with `key`, connecting lazily.
+pub fn ingest_client(grpc: SocketAddr, key: &str) -> IngestClient {
+    let ch = Channel::from_shared(format!("http://{grpc}"))
+        .expect("url")
+        .connect_lazy();
+    IngestServiceClient::with_interceptor(ch, Bearer::new(key))
+}
+
+/// The directory a server keeps its first admin key in: the WAL directory's parent.
+fn data_dir(wal_dir: &Path) -> PathBuf {
+    wal_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| wal_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// Makes an API key straight in the store of `options` (`watchtrail keys create --store`).
+///
+/// # Panics
+/// When the CLI fails.
+pub async fn create_key(options: &ServerOptions, tenant: &str, role: &str) -> String {
+    let out = Command::new(bin_path("watchtrail"))
+        .args([
+            "keys",
+            "create",
+            "--store",
+            &options.store,
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+        ])
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .await
+        .expect("run watchtrail keys create");
+    assert!(
+        out.status.success(),
+        "keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The admin key of `default` a test uses: the one the server made at its first start, else
+/// (the store's keys were made by another server) one made for the harness.
+async fn admin_key(options: &ServerOptions) -> String {
+    let auth_none = options
+        .args
+        .windows(2)
+        .any(|w| w[0] == "--auth" && w[1] == "none");
+    if auth_none {
+        return String::new();
+    }
+    let data = data_dir(&options.wal_dir);
+    for f in ["admin.key", "harness-admin.key"] {
+        if let Ok(t) = std::fs::read_to_string(data.join(f)) {
+            return t.trim().to_string();
+        }
+    }
+    let key = create_key(options, "default", "admin").await;
+    std::fs::write(data.join("harness-admin.key"), &key).expect("write harness key");
+    key
+}
+
 /// A running `watchtrail-server` process.
 #[derive(Debug)]
 pub struct TestServer {
     child: Option<Child>,
+    /// An admin key of the `default` tenant (empty with `--auth none`).
+    pub key: String,
     /// The gRPC address.
     pub grpc: SocketAddr,
     /// The HTTP address.
@@ -175,12 +274,16 @@ impl TestServer {
         };
         let server = Self {
             child: Some(child),
+            key: String::new(),
             grpc,
             http,
             options,
             log,
         };
         server.wait_serving().await;
+        // After SERVING: the first admin key is written before the server answers.
+        let mut server = server;
+        server.key = admin_key(&server.options).await;
         server
     }
 
@@ -208,31 +311,69 @@ impl TestServer {
         }
     }
 
-    /// An ingest client for this server.
-    pub async fn client(&self) -> IngestServiceClient<Channel> {
+    /// An ingest client for this server, with its admin key.
+    pub async fn client(&self) -> IngestClient {
         let ch = Channel::from_shared(format!("http://{}", self.grpc))
             .expect("url")
             .connect()
             .await
             .expect("connect");
-        IngestServiceClient::new(ch)
+        IngestServiceClient::with_interceptor(ch, Bearer::new(&self.key))
     }
 
-    /// `GET` on the HTTP port; returns (status, body).
+    /// The `Authorization` header line of the admin key.
+    pub fn auth(&self) -> String {
+        format!("Authorization: Bearer {}", self.key)
+    }
+
+    /// A key of `tenant` with `role`, made straight in this server's store.
+    pub async fn create_key(&self, tenant: &str, role: &str) -> String {
+        create_key(&self.options, tenant, role).await
+    }
+
+    /// `GET` on the HTTP port with the admin key; returns (status, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        http_get(self.http, path).await
+        let a = self.send("GET", path, &[], b"").await;
+        (a.status, a.text())
     }
 
-    /// `POST /v1/query` with `sql`, asking for `accept`.
+    /// A request on the HTTP port with the admin key and extra headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &[u8],
+    ) -> HttpAnswer {
+        let auth = self.auth();
+        let mut all = vec![auth.as_str()];
+        all.extend_from_slice(headers);
+        http_send(self.http, method, path, &all, body).await
+    }
+
+    /// `POST /v1/query` with `sql`, asking for `accept`, with the admin key.
     pub async fn http_query(&self, sql: &str, accept: &str) -> HttpAnswer {
         let body = serde_json::json!({ "sql": sql }).to_string();
-        http_post(
-            self.http,
+        self.send(
+            "POST",
             "/v1/query",
             &[&format!("Accept: {accept}")],
             body.as_bytes(),
         )
         .await
+    }
+
+    /// A `watchtrail` CLI command aimed at this server (gRPC and HTTP) with its admin key.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(bin_path("watchtrail"));
+        c.arg("--server")
+            .arg(format!("http://{}", self.grpc))
+            .arg("--http")
+            .arg(format!("http://{}", self.http))
+            .env("WATCHTRAIL_API_KEY", &self.key)
+            .env_remove("WATCHTRAIL_API_KEY_FILE")
+            .env_remove("WATCHTRAIL_TENANT");
+        c
     }
 
     /// The server's log so far.
@@ -579,13 +720,13 @@ pub fn fixtures() -> PathBuf {
     manifest_dir().join("fixtures")
 }
 
-/// Runs SQL through the gRPC query service; the rows and the statistics.
+/// Runs SQL through the gRPC query service with API key `key`; the rows and the statistics.
 ///
 /// # Errors
 /// The server's status.
 pub async fn grpc_query(
     grpc: SocketAddr,
-    tenant: &str,
+    key: &str,
     sql: &str,
 ) -> Result<
     (
@@ -606,8 +747,8 @@ pub async fn grpc_query(
         sql: sql.to_string(),
     });
     req.metadata_mut().insert(
-        watchtrail_proto::TENANT_HEADER,
-        tenant.parse().expect("tenant header"),
+        "authorization",
+        format!("Bearer {key}").parse().expect("key header"),
     );
     let mut stream = client.query(req).await?.into_inner();
     let mut ipc = Vec::new();

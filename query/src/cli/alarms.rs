@@ -122,18 +122,18 @@ pub enum DestinationsCommand {
 /// The HTTP side of the server.
 pub(crate) struct Api {
     base: url::Url,
-    tenant: String,
+    credentials: super::client::Credentials,
     http: reqwest::Client,
 }
 
 impl Api {
     pub(crate) fn new(conn: &ConnectionArgs) -> anyhow::Result<Self> {
-        crate::tables::validate_tenant(&conn.tenant).map_err(anyhow::Error::msg)?;
+        let credentials = conn.credentials()?;
         let base = url::Url::parse(&conn.http)
             .with_context(|| format!("invalid --http `{}`", conn.http))?;
         Ok(Self {
             base,
-            tenant: conn.tenant.clone(),
+            credentials,
             http: reqwest::Client::new(),
         })
     }
@@ -156,9 +156,8 @@ impl Api {
     ) -> anyhow::Result<Value> {
         let url = self.url(segments)?;
         let mut req = self
-            .http
-            .request(method, url.clone())
-            .header(watchtrail_proto::TENANT_HEADER, &self.tenant)
+            .credentials
+            .apply_http(self.http.request(method, url.clone()))
             .query(query);
         if let Some(b) = body {
             req = req

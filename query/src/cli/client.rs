@@ -1,5 +1,7 @@
-//! The gRPC client the CLI uses: connection flags, the tenant header, retries with backoff.
+//! The gRPC client the CLI uses: connection flags, the API key and tenant headers, retries
+//! with backoff.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -28,16 +30,130 @@ pub struct ConnectionArgs {
         default_value = "http://127.0.0.1:7602"
     )]
     pub http: String,
-    /// The tenant to write to.
-    #[arg(long, global = true, env = "WATCHTRAIL_TENANT", default_value = watchtrail_proto::DEFAULT_TENANT)]
-    pub tenant: String,
+    /// The tenant, when the API key does not settle it (servers with `--auth none`, and
+    /// `--store`); a key of another tenant is refused. Default: the key's tenant, or `default`.
+    #[arg(long, global = true, env = "WATCHTRAIL_TENANT")]
+    pub tenant: Option<String>,
+    /// The API key (`wt_...`). Prefer WATCHTRAIL_API_KEY or --api-key-file: a flag shows in the
+    /// process list.
+    #[arg(
+        long,
+        global = true,
+        env = "WATCHTRAIL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// A file holding the API key. Default, when neither this nor --api-key is given:
+    /// `./watchtrail-data/admin.key` if it exists (the key a server's first start makes).
+    #[arg(long, global = true, env = "WATCHTRAIL_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
+
+/// Where a server writes its first admin key when started with the default `--wal-dir`.
+pub const DEFAULT_KEY_FILE: &str = "./watchtrail-data/admin.key";
+
+impl ConnectionArgs {
+    /// The tenant for `--store` reads: `--tenant`, else `default`.
+    ///
+    /// # Errors
+    /// A tenant name that is not allowed.
+    pub fn store_tenant(&self) -> anyhow::Result<String> {
+        let t = self
+            .tenant
+            .clone()
+            .unwrap_or_else(|| watchtrail_proto::DEFAULT_TENANT.to_string());
+        crate::tables::validate_tenant(&t).map_err(anyhow::Error::msg)?;
+        Ok(t)
+    }
+
+    /// The credentials that go with each call.
+    ///
+    /// # Errors
+    /// A key file that cannot be read; a key or tenant that is not a valid header value.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        if let Some(t) = &self.tenant {
+            crate::tables::validate_tenant(t).map_err(anyhow::Error::msg)?;
+        }
+        let key = match (&self.api_key, &self.api_key_file) {
+            (Some(k), _) => Some(k.trim().to_string()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("--api-key-file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => std::fs::read_to_string(DEFAULT_KEY_FILE)
+                .ok()
+                .map(|k| k.trim().to_string()),
+        };
+        let authorization = key
+            .map(|k| {
+                let mut v = format!("Bearer {k}")
+                    .parse::<MetadataValue<tonic::metadata::Ascii>>()
+                    .map_err(|_| anyhow::anyhow!("the API key is not a valid header value"))?;
+                v.set_sensitive(true);
+                Ok::<_, anyhow::Error>(v)
+            })
+            .transpose()?;
+        let tenant = self
+            .tenant
+            .as_deref()
+            .map(|t| t.parse().context("tenant is not a valid header value"))
+            .transpose()?;
+        Ok(Credentials {
+            authorization,
+            tenant,
+        })
+    }
+}
+
+/// The `authorization` and tenant headers of every call.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    tenant: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<hidden>"),
+            )
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Adds the headers to a gRPC request.
+    pub fn apply(&self, md: &mut tonic::metadata::MetadataMap) {
+        if let Some(a) = &self.authorization {
+            md.insert("authorization", a.clone());
+        }
+        if let Some(t) = &self.tenant {
+            md.insert(watchtrail_proto::TENANT_HEADER, t.clone());
+        }
+    }
+
+    /// Adds the headers to an HTTP request.
+    pub fn apply_http(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(a) = self.authorization.as_ref().and_then(|a| a.to_str().ok()) {
+            req = req.header(reqwest::header::AUTHORIZATION, a);
+        }
+        if let Some(t) = self.tenant.as_ref().and_then(|t| t.to_str().ok()) {
+            req = req.header(watchtrail_proto::TENANT_HEADER, t);
+        }
+        req
+    }
 }
 
 /// An ingest client bound to a tenant.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: IngestServiceClient<Channel>,
-    tenant: MetadataValue<tonic::metadata::Ascii>,
+    credentials: Credentials,
 }
 
 /// How many times a retryable failure is retried.
@@ -49,7 +165,7 @@ impl Client {
     /// # Errors
     /// A malformed server address or tenant name.
     pub fn connect(args: &ConnectionArgs) -> anyhow::Result<Self> {
-        crate::tables::validate_tenant(&args.tenant).map_err(anyhow::Error::msg)?;
+        let credentials = args.credentials()?;
         let endpoint = Channel::from_shared(args.server.clone())
             .with_context(|| format!("invalid --server `{}`", args.server))?
             .connect_timeout(Duration::from_secs(5))
@@ -58,11 +174,7 @@ impl Client {
             .send_compressed(CompressionEncoding::Zstd)
             .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(16 << 20);
-        let tenant = args
-            .tenant
-            .parse()
-            .context("tenant is not a valid header value")?;
-        Ok(Self { inner, tenant })
+        Ok(Self { inner, credentials })
     }
 
     /// Sends a request, retrying transient failures (UNAVAILABLE, connection errors) with
@@ -86,8 +198,7 @@ impl Client {
         let mut attempt = 1;
         loop {
             let mut req = tonic::Request::new(request.clone());
-            req.metadata_mut()
-                .insert(watchtrail_proto::TENANT_HEADER, self.tenant.clone());
+            self.credentials.apply(req.metadata_mut());
             match send(self.inner.clone(), req).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) if is_retryable(&status) && attempt < MAX_ATTEMPTS => {

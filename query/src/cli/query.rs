@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tonic::codec::CompressionEncoding;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use watchtrail_proto::v1::QueryRequest;
 use watchtrail_proto::v1::query_response::Payload;
 use watchtrail_proto::v1::query_service_client::QueryServiceClient;
 
-use super::client::ConnectionArgs;
+use super::client::{ConnectionArgs, Credentials};
 use crate::engine::{Engine, EngineConfig, QueryResult, QueryStats};
 use crate::output::{self, Format};
 use crate::store::Storage;
@@ -56,8 +55,8 @@ pub enum Backend {
     Server {
         /// The client.
         client: QueryServiceClient<Channel>,
-        /// The tenant header.
-        tenant: MetadataValue<tonic::metadata::Ascii>,
+        /// The API key and tenant headers.
+        credentials: Credentials,
     },
     /// A store, read by a local engine.
     Store {
@@ -74,7 +73,6 @@ impl Backend {
     /// # Errors
     /// A bad server address, store URL or tenant name.
     pub fn new(conn: &ConnectionArgs, args: &BackendArgs) -> anyhow::Result<Self> {
-        crate::tables::validate_tenant(&conn.tenant).map_err(anyhow::Error::msg)?;
         if let Some(url) = &args.store {
             let storage = Storage::from_url(url)?;
             let config = EngineConfig {
@@ -84,7 +82,7 @@ impl Backend {
             };
             return Ok(Backend::Store {
                 engine: Engine::for_store(&storage, config),
-                tenant: conn.tenant.clone(),
+                tenant: conn.store_tenant()?,
             });
         }
         let endpoint = Channel::from_shared(conn.server.clone())
@@ -94,11 +92,10 @@ impl Backend {
             .send_compressed(CompressionEncoding::Zstd)
             .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(256 << 20);
-        let tenant = conn
-            .tenant
-            .parse()
-            .context("tenant is not a valid header value")?;
-        Ok(Backend::Server { client, tenant })
+        Ok(Backend::Server {
+            client,
+            credentials: conn.credentials()?,
+        })
     }
 
     /// Runs one statement and gathers the answer.
@@ -108,12 +105,14 @@ impl Backend {
     pub async fn run(&self, sql: &str) -> anyhow::Result<QueryResult> {
         match self {
             Backend::Store { engine, tenant } => Ok(engine.collect(tenant, sql).await?),
-            Backend::Server { client, tenant } => {
+            Backend::Server {
+                client,
+                credentials,
+            } => {
                 let mut req = tonic::Request::new(QueryRequest {
                     sql: sql.to_string(),
                 });
-                req.metadata_mut()
-                    .insert(watchtrail_proto::TENANT_HEADER, tenant.clone());
+                credentials.apply(req.metadata_mut());
                 let mut stream = client
                     .clone()
                     .query(req)

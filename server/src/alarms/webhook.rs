@@ -346,7 +346,11 @@ pub async fn send(
                 }
             }
         }
-        Err(e) => Attempt::Retry(None, e.to_string()),
+        // A name the egress policy refuses is final: retrying cannot change where it points.
+        Err(e) => match super::egress::Refused::find(&e) {
+            Some(why) => Attempt::Rejected(0, why),
+            None => Attempt::Retry(None, e.to_string()),
+        },
     }
 }
 

@@ -11,18 +11,35 @@ use watchtrail_proto::v1::{QueryRequest, QueryResponse, QueryStats};
 use watchtrail_query::engine::{Engine, QueryStream};
 use watchtrail_query::error::ErrorClass;
 
-use super::tenant_of;
+use watchtrail_query::keys::Role;
+
+use crate::auth::{Auth, grpc_user_agent};
+use crate::self_audit::{Call, SelfAudit};
 
 /// The query service over an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct QueryServiceImpl {
     engine: Engine,
+    auth: Auth,
+    trail: SelfAudit,
+    gate: crate::query::QueryGate,
 }
 
 impl QueryServiceImpl {
-    /// A service that answers with `engine`.
-    pub fn new(engine: Engine) -> Self {
-        Self { engine }
+    /// A service that answers with `engine` to callers with a `read` key, as many at a time
+    /// per tenant as `gate` lets in; every query goes to `trail`.
+    pub fn new(
+        engine: Engine,
+        auth: Auth,
+        trail: SelfAudit,
+        gate: crate::query::QueryGate,
+    ) -> Self {
+        Self {
+            engine,
+            auth,
+            trail,
+            gate,
+        }
     }
 }
 
@@ -39,6 +56,18 @@ pub fn query_status(e: &watchtrail_query::Error) -> Status {
             tracing::error!(error = %e, "query failed");
             Status::internal(msg)
         }
+    }
+}
+
+/// The error code Watchtrail's own audit trail records for a query error.
+pub fn query_audit_code(e: &watchtrail_query::Error) -> &'static str {
+    match e.class() {
+        ErrorClass::BadRequest => "InvalidQuery",
+        ErrorClass::Forbidden => "ReadOnly",
+        ErrorClass::ResourceExhausted => "QueryMemoryLimitExceeded",
+        ErrorClass::Timeout => "QueryTimeout",
+        ErrorClass::Unavailable => "StorageUnavailable",
+        ErrorClass::Internal => "InternalFailure",
     }
 }
 
@@ -100,17 +129,41 @@ impl QueryService for QueryServiceImpl {
         &self,
         req: Request<QueryRequest>,
     ) -> Result<Response<Self::QueryStream>, Status> {
-        let tenant = tenant_of(&req)?;
+        let caller = self
+            .auth
+            .grpc(&req, Role::Read, &self.trail, "Query")
+            .await?;
+        let source_ip = req.remote_addr().map(|a| a.ip());
+        let user_agent = grpc_user_agent(&req);
         let sql = req.into_inner().sql;
-        let q = self
-            .engine
-            .query(&tenant, &sql)
+        // Held until the answer stream ends or is dropped.
+        let slot = self
+            .gate
+            .enter(&caller.tenant)
             .await
-            .map_err(|e| query_status(&e))?;
+            .map_err(Status::resource_exhausted)?;
+        let result = self.engine.query(&caller.tenant, &sql).await;
+        self.trail.record(&Call {
+            event_name: "Query",
+            read_only: true,
+            caller: caller.caller(),
+            source_ip,
+            user_agent,
+            request_parameters: serde_json::json!({ "sql": sql }),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| (query_audit_code(e).to_string(), e.to_string())),
+        });
+        let q = result.map_err(|e| query_status(&e))?;
         let w = StreamWriter::try_new(Vec::new(), &q.schema()).map_err(ipc_error)?;
-        Ok(Response::new(Box::pin(futures::stream::unfold(
-            Step::Running(Box::new((q, w))),
-            next,
+        let stream = futures::stream::unfold(Step::Running(Box::new((q, w))), next);
+        Ok(Response::new(Box::pin(futures::StreamExt::map(
+            stream,
+            move |m| {
+                let _ = &slot;
+                m
+            },
         ))))
     }
 }

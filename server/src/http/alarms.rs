@@ -7,17 +7,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use watchtrail_query::alarm::{AlarmDefinition, AlarmState, MetricFilter};
 
-use super::query::{error_response, tenant};
+use super::query::error_response;
 use crate::alarms::webhook::Destination;
 use crate::alarms::{AlarmService, ApiError};
+use crate::auth::Principal;
 
 /// The routes.
 pub fn router(alarms: Arc<AlarmService>) -> Router {
@@ -113,22 +114,13 @@ fn name_into(v: &mut Value, field: &str, name: &str) -> Result<(), Box<Response>
     }
 }
 
-macro_rules! tenant_or_return {
-    ($headers:expr) => {
-        match tenant(&$headers) {
-            Ok(t) => t,
-            Err(r) => return *r,
-        }
-    };
-}
-
 async fn put_alarm(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     let v = match named_body(&body, "AlarmName", &name) {
         Ok(v) => v,
         Err(r) => return *r,
@@ -152,10 +144,10 @@ async fn put_alarm(
 
 async fn get_alarm(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     match alarms.describe_alarm(&tenant, &name).await {
         Ok(v) => json_ok(StatusCode::OK, v),
         Err(e) => api_error(e),
@@ -171,10 +163,10 @@ struct ListQuery {
 
 async fn list_alarms(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     let state = match q.state_value.as_deref() {
         None => None,
         Some(s) => match AlarmState::parse(s) {
@@ -199,10 +191,10 @@ async fn list_alarms(
 
 async fn delete_alarm(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     match alarms.delete_alarm(&tenant, &name).await {
         Ok(()) => json_ok(StatusCode::OK, json!({"AlarmName": name, "Deleted": true})),
         Err(e) => api_error(e),
@@ -220,11 +212,11 @@ struct SetStateBody {
 
 async fn set_state(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     let b: SetStateBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -293,20 +285,20 @@ struct HistoryQuery {
 
 async fn alarm_history(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     history(&alarms, &tenant, Some(&name), q).await
 }
 
 async fn all_history(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     history(&alarms, &tenant, None, q).await
 }
 
@@ -337,11 +329,11 @@ async fn history(
 
 async fn put_filter(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     let v = match named_body(&body, "filterName", &name) {
         Ok(v) => v,
         Err(r) => return *r,
@@ -356,8 +348,11 @@ async fn put_filter(
     }
 }
 
-async fn list_filters(State(alarms): State<Arc<AlarmService>>, headers: HeaderMap) -> Response {
-    let tenant = tenant_or_return!(headers);
+async fn list_filters(
+    State(alarms): State<Arc<AlarmService>>,
+    Extension(caller): Extension<Principal>,
+) -> Response {
+    let tenant = caller.tenant;
     match alarms.list_filters(&tenant).await {
         Ok(v) => json_ok(StatusCode::OK, json!({"metricFilters": v})),
         Err(e) => api_error(e),
@@ -366,10 +361,10 @@ async fn list_filters(State(alarms): State<Arc<AlarmService>>, headers: HeaderMa
 
 async fn delete_filter(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     match alarms.delete_filter(&tenant, &name).await {
         Ok(()) => json_ok(StatusCode::OK, json!({"filterName": name, "Deleted": true})),
         Err(e) => api_error(e),
@@ -378,11 +373,11 @@ async fn delete_filter(
 
 async fn put_destination(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     let v = match named_body(&body, "Name", &name) {
         Ok(v) => v,
         Err(r) => return *r,
@@ -405,9 +400,9 @@ async fn put_destination(
 
 async fn list_destinations(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     match alarms.list_destinations(&tenant).await {
         Ok(v) => json_ok(StatusCode::OK, json!({"Destinations": v})),
         Err(e) => api_error(e),
@@ -416,10 +411,10 @@ async fn list_destinations(
 
 async fn delete_destination(
     State(alarms): State<Arc<AlarmService>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Response {
-    let tenant = tenant_or_return!(headers);
+    let tenant = caller.tenant;
     match alarms.delete_destination(&tenant, &name).await {
         Ok(()) => json_ok(StatusCode::OK, json!({"Name": name, "Deleted": true})),
         Err(e) => api_error(e),

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use arrow::array::{Array as _, AsArray as _};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, put};
 use serde::Deserialize;
@@ -23,8 +23,9 @@ use watchtrail_query::engine::Engine;
 use watchtrail_query::lifecycle::RETENTION_DAYS;
 
 use super::alarms::json_ok;
-use super::query::{error_response, query_error, tenant};
+use super::query::{error_response, query_error};
 use crate::alarms::store::{ControlStore, Doc};
+use crate::auth::Principal;
 use crate::lifecycle::RetentionPolicy;
 
 #[derive(Clone)]
@@ -74,14 +75,11 @@ fn check_name(name: &str) -> Result<(), Box<Response>> {
 
 async fn put_policy(
     State(s): State<LogGroupsState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
+    let tenant = caller.tenant;
     if let Err(r) = check_name(&name) {
         return *r;
     }
@@ -125,13 +123,10 @@ async fn put_policy(
 
 async fn delete_policy(
     State(s): State<LogGroupsState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
+    let tenant = caller.tenant;
     match s.control.delete(&tenant, Doc::LogRetention, &name).await {
         Ok(true) => json_ok(
             StatusCode::OK,
@@ -161,13 +156,10 @@ struct GroupInfo {
 
 async fn describe(
     State(s): State<LogGroupsState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     Query(q): Query<DescribeQuery>,
 ) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
+    let tenant = caller.tenant;
     let prefix = q.prefix.unwrap_or_default();
     let mut groups: BTreeMap<String, GroupInfo> = BTreeMap::new();
     let sql = "SELECT log_group, CAST(min(time) AS BIGINT) AS first_us, count(*) AS events \

@@ -3,15 +3,15 @@
 //! (and in the JSON body).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use watchtrail_proto::{DEFAULT_TENANT, TENANT_HEADER};
 use watchtrail_query::engine::{Engine, QueryStats};
 use watchtrail_query::error::ErrorClass;
 use watchtrail_query::output::{self, Format};
-use watchtrail_query::tables::validate_tenant;
+
+use crate::auth::Principal;
 
 /// The header that carries a query's statistics as JSON.
 pub const STATS_HEADER: &str = "x-watchtrail-query-stats";
@@ -25,12 +25,15 @@ struct QueryBody {
 /// An error answer: `{"error": {"code": ..., "message": ...}}`.
 pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    (
+    let mut r = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
-        .into_response()
+        .into_response();
+    r.extensions_mut()
+        .insert(super::ErrorCode(code.to_string()));
+    r
 }
 
 /// The HTTP status and error code of a query error.
@@ -51,40 +54,20 @@ pub(crate) fn query_error(e: &watchtrail_query::Error) -> Response {
     error_response(status, code, &e.to_string())
 }
 
-/// The tenant of an HTTP request.
-pub(crate) fn tenant(headers: &HeaderMap) -> Result<String, Box<Response>> {
-    let t = match headers.get(TENANT_HEADER) {
-        None => DEFAULT_TENANT.to_string(),
-        Some(v) => v
-            .to_str()
-            .map_err(|_| {
-                Box::new(error_response(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidTenant",
-                    "x-watchtrail-tenant must be ASCII",
-                ))
-            })?
-            .to_string(),
-    };
-    validate_tenant(&t).map_err(|e| {
-        Box::new(error_response(
-            StatusCode::BAD_REQUEST,
-            "InvalidTenant",
-            &format!("{TENANT_HEADER}: {e}"),
-        ))
-    })?;
-    Ok(t)
+/// What `POST /v1/query` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryState {
+    pub(crate) engine: Engine,
+    pub(crate) gate: crate::query::QueryGate,
 }
 
 pub(crate) async fn query(
-    State(engine): State<Engine>,
+    State(QueryState { engine, gate }): State<QueryState>,
+    Extension(caller): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
+    let tenant = caller.tenant;
     let body: QueryBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -96,6 +79,11 @@ pub(crate) async fn query(
         }
     };
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    // Held until the answer is gathered.
+    let _slot = match gate.enter(&tenant).await {
+        Ok(p) => p,
+        Err(why) => return error_response(StatusCode::TOO_MANY_REQUESTS, "TooManyQueries", &why),
+    };
     let mut stream = match engine.query(&tenant, &body.sql).await {
         Ok(s) => s,
         Err(e) => return query_error(&e),

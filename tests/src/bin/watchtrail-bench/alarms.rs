@@ -39,7 +39,8 @@ async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Resul
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(
         format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            super::bearer(),
             body.len()
         )
         .as_bytes(),

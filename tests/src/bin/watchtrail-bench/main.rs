@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use watchtrail_proto::tonic;
 use watchtrail_proto::tonic::codec::CompressionEncoding;
 use watchtrail_proto::tonic::transport::Channel;
 use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
@@ -241,6 +242,31 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The admin key of the server the bench runs now (one server at a time), read from the file
+/// the server writes at its first start.
+static KEY: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+/// `Bearer <key>` of the current server.
+fn bearer() -> String {
+    format!(
+        "Bearer {}",
+        KEY.read().map(|k| k.clone()).unwrap_or_default()
+    )
+}
+
+/// Adds the current server's key to every call of a client.
+#[derive(Clone)]
+struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Ingest = IngestServiceClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+
 struct Server {
     child: Child,
     grpc: String,
@@ -285,6 +311,11 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         if let Ok(t) = std::fs::read_to_string(&addr_file)
             && let [g, h, ..] = t.lines().collect::<Vec<_>>()[..]
         {
+            let key = std::fs::read_to_string(dir.join("admin.key"))
+                .context("the server wrote no admin.key")?;
+            if let Ok(mut k) = KEY.write() {
+                *k = key.trim().to_string();
+            }
             return Ok(Server {
                 child,
                 grpc: format!("http://{g}"),
@@ -310,10 +341,11 @@ fn stop_server(mut s: Server) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(url: &str) -> anyhow::Result<IngestServiceClient<Channel>> {
+async fn client(url: &str) -> anyhow::Result<Ingest> {
+    let auth = Auth(bearer().parse().context("key header")?);
     for _ in 0..100 {
         if let Ok(ch) = Channel::from_shared(url.to_string())?.connect().await {
-            return Ok(IngestServiceClient::new(ch)
+            return Ok(IngestServiceClient::with_interceptor(ch, auth)
                 .send_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(16 << 20));
         }
@@ -324,7 +356,7 @@ async fn client(url: &str) -> anyhow::Result<IngestServiceClient<Channel>> {
 
 async fn http_post(addr: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes()).await?;
+    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", bearer(), body.len()).as_bytes()).await?;
     s.write_all(body).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;

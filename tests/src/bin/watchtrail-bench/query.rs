@@ -341,7 +341,7 @@ async fn run_watchtrail(
         sql: sql.to_string(),
     });
     req.metadata_mut()
-        .insert(watchtrail_proto::TENANT_HEADER, TENANT.parse()?);
+        .insert("authorization", super::bearer().parse()?);
     let mut stream = client
         .query(req)
         .await

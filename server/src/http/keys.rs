@@ -1,0 +1,157 @@
+//! API keys of the caller's tenant (admin keys only):
+//!
+//! - `POST /v1/keys` with `{"role": "read", "description": "..."}`: a new key; the answer holds
+//!   its token, the only time it is ever shown;
+//! - `GET /v1/keys`: the tenant's keys (ids, roles, descriptions; never a secret);
+//! - `DELETE /v1/keys/{id}`: revokes a key at once on this server, on others within
+//!   [`crate::auth::REFRESH`].
+//!
+//! A key of another tenant is answered as if it did not exist.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{delete, get};
+use serde_json::{Value, json};
+use watchtrail_query::keys::{MAX_DESCRIPTION, Role};
+
+use super::alarms::json_ok;
+use super::query::error_response;
+use crate::auth::{Auth, Principal};
+
+/// The routes.
+pub fn router(auth: Auth) -> Router {
+    Router::new()
+        .route("/v1/keys", get(list).post(create))
+        .route("/v1/keys/{id}", delete(revoke))
+        .with_state(auth)
+}
+
+fn invalid(field: &str, message: &str) -> Response {
+    json_ok(
+        StatusCode::BAD_REQUEST,
+        json!({"error": {
+            "code": "InvalidParameterValue",
+            "field": field,
+            "message": format!("{field}: {message}"),
+        }}),
+    )
+}
+
+fn unavailable(e: &watchtrail_query::Error) -> Response {
+    tracing::warn!(error = %e, "key API call failed");
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "StorageUnavailable",
+        &e.to_string(),
+    )
+}
+
+async fn create(
+    State(auth): State<Auth>,
+    Extension(caller): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return invalid("body", "must be a JSON object"),
+        Err(e) => return invalid("body", &format!("not JSON: {e}")),
+    };
+    if let Some(k) = v.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !["role", "description", "tenant"].contains(&k.as_str()))
+    }) {
+        return invalid(k, "unknown field; expected role, description, tenant");
+    }
+    let role = match v.get("role").map(|r| r.as_str().map(Role::parse)) {
+        None => return invalid("role", "is required (ingest, read or admin)"),
+        Some(Some(Ok(r))) => r,
+        Some(Some(Err(e))) => return invalid("role", &e),
+        Some(None) => return invalid("role", "must be a string"),
+    };
+    let description = match v.get("description") {
+        None => "",
+        Some(Value::String(s))
+            if s.len() <= MAX_DESCRIPTION && !s.chars().any(char::is_control) =>
+        {
+            s.as_str()
+        }
+        Some(_) => {
+            return invalid(
+                "description",
+                &format!("a string of at most {MAX_DESCRIPTION} bytes without control characters"),
+            );
+        }
+    };
+    match v.get("tenant") {
+        None => {}
+        Some(Value::String(t)) if *t == caller.tenant => {}
+        Some(_) => {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "tenant: an admin key makes keys of its own tenant only",
+            );
+        }
+    }
+    match auth.keys().create(&caller.tenant, role, description).await {
+        Ok((record, token)) => {
+            tracing::info!(key_id = %record.key_id, tenant = %record.tenant, role = %record.role, by = caller.key_id.as_deref().unwrap_or("-"), "API key created");
+            let mut body = record.public();
+            body["token"] = Value::String(token);
+            auth.remember(record);
+            json_ok(StatusCode::OK, body)
+        }
+        Err(e) if e.class() == watchtrail_query::error::ErrorClass::BadRequest => {
+            invalid("description", &e.to_string())
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn list(State(auth): State<Auth>, Extension(caller): Extension<Principal>) -> Response {
+    match auth.keys().list().await {
+        Ok(keys) => {
+            let keys: Vec<Value> = keys
+                .iter()
+                .filter(|k| k.tenant == caller.tenant)
+                .map(watchtrail_query::keys::KeyRecord::public)
+                .collect();
+            json_ok(StatusCode::OK, json!({ "keys": keys }))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn revoke(
+    State(auth): State<Auth>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    let not_found = || {
+        error_response(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("key {id} does not exist"),
+        )
+    };
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return invalid("keyId", "16 hex digits");
+    }
+    match auth.keys().get(&id).await {
+        Ok(Some(k)) if k.tenant == caller.tenant => {}
+        Ok(_) => return not_found(),
+        Err(e) => return unavailable(&e),
+    }
+    match auth.keys().revoke(&id).await {
+        Ok(true) => {
+            auth.forget(&id);
+            tracing::info!(key_id = %id, tenant = %caller.tenant, by = caller.key_id.as_deref().unwrap_or("-"), "API key revoked");
+            json_ok(StatusCode::OK, json!({ "keyId": id, "revoked": true }))
+        }
+        Ok(false) => not_found(),
+        Err(e) => unavailable(&e),
+    }
+}
