@@ -47,6 +47,15 @@ pub struct Config {
     /// A file holding the API key.
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for an `https://` server, beside the system's roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for servers that require mutual TLS.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// The `host` dimension and `{hostname}` placeholder; the machine's name when unset.
     #[serde(default)]
     pub hostname: Option<String>,

@@ -48,6 +48,34 @@ struct Args {
     log: String,
 }
 
+/// TLS for an `https://` server: the system's roots, `tls_ca_file`, and a client certificate.
+fn tls_config(
+    config: &Config,
+) -> anyhow::Result<Option<watchtrail_proto::tonic::transport::ClientTlsConfig>> {
+    use watchtrail_proto::tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if !config.server.starts_with("https://") {
+        return Ok(None);
+    }
+    let read = |p: &std::path::Path, key: &str| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("{key}: cannot read {}: {e}", p.display()))
+    };
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = &config.tls_ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca, "tls_ca_file")?));
+    }
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(Identity::from_pem(
+                read(c, "tls_cert_file")?,
+                read(k, "tls_key_file")?,
+            ));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("tls_cert_file and tls_key_file go together"),
+    }
+    Ok(Some(tls))
+}
+
 fn load(args: &Args) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -141,6 +169,8 @@ fn describe(config: &Config) {
 }
 
 fn main() -> ExitCode {
+    // Several crates of the tree enable rustls with different providers; pick one.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     watchtrail_agent::limit_malloc();
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -220,10 +250,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
+    let tls = tls_config(&config)?;
     let client = ship::Client::new(
         &config.server,
         config.tenant.as_deref(),
         api_key.as_deref(),
+        tls,
         &config.shipping,
     )?;
     let (send_stop_tx, send_stop_rx) = tokio::sync::watch::channel(false);

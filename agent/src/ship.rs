@@ -93,10 +93,17 @@ impl Client {
         server: &str,
         tenant: Option<&str>,
         api_key: Option<&str>,
+        tls: Option<watchtrail_proto::tonic::transport::ClientTlsConfig>,
         shipping: &ShippingConfig,
     ) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(server.to_string())
-            .with_context(|| format!("server: `{server}` is not a valid URL"))?
+        let mut endpoint = Endpoint::from_shared(server.to_string())
+            .with_context(|| format!("server: `{server}` is not a valid URL"))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .with_context(|| format!("server: TLS for `{server}`"))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .timeout(shipping.timeout)
             .tcp_nodelay(true);

@@ -72,6 +72,8 @@ pub enum Command {
 
 /// Runs the CLI; the binary's `main` only calls this.
 pub fn main() -> ExitCode {
+    // Several crates of the tree enable rustls with different providers; pick one.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -197,6 +197,18 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_RETENTION_AUDIT", default_value = "never", value_parser = parse_log_retention)]
     pub retention_audit: Retention,
 
+    /// TLS certificate chain (PEM) for both ports; with --tls-key, the server speaks only TLS.
+    #[arg(long, env = "WATCHTRAIL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "WATCHTRAIL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A CA (PEM): clients must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "WATCHTRAIL_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// `keys`: every call needs an API key (`authorization: Bearer wt_...`) that names its
     /// tenant and role. `none`: no keys, the `x-watchtrail-tenant` header picks the tenant and
     /// every caller may do everything; only for a trusted network.
@@ -302,6 +314,8 @@ pub struct ServerConfig {
     pub lifecycle: crate::lifecycle::LifecycleConfig,
     /// API keys.
     pub auth: crate::auth::AuthConfig,
+    /// TLS, when on.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Whether Watchtrail's own calls are recorded in the audit tables.
     pub self_audit: bool,
     /// Queries one tenant may run at a time.
@@ -419,6 +433,14 @@ impl ServerArgs {
             },
             shutdown_timeout: self.shutdown_timeout,
             self_audit: !self.no_self_audit,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsConfig {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
             tenant_query_concurrency: self.tenant_query_concurrency,
             query_queue_wait: self.query_queue_wait,
             max_concurrent_streams: self.max_concurrent_streams,

@@ -12,6 +12,7 @@
 //! - [`http`]: `/healthz`, `/metrics`, `POST /v1/query` and the alarm API.
 //! - [`alarms`]: alarm definitions and state, the evaluator, the webhook outbox.
 //! - [`metrics`]: the server's own counters.
+//! - [`tls`]: TLS (and mutual TLS) on both ports.
 //! - [`self_audit`]: Watchtrail's own audit trail of control-plane calls, queries and refusals.
 
 pub mod agent_child;
@@ -26,6 +27,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod query;
 pub mod self_audit;
+pub mod tls;
 pub mod wal;
 
 use std::future::Future;
@@ -201,7 +203,14 @@ pub async fn serve(
     info!(%grpc_addr, %http_addr, store = %storage.base_url(), "serving");
 
     let grpc_stop = stop.clone();
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let c = tls.grpc().map_err(|e| Error::Internal(format!("{e:#}")))?;
+        builder = builder
+            .tls_config(c)
+            .map_err(|e| Error::Internal(format!("gRPC TLS: {e}")))?;
+    }
+    let grpc = builder
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .add_service(health_service)
         .add_service(ingest_service)
@@ -210,23 +219,47 @@ pub async fn serve(
             grpc_stop.cancelled().await
         });
     let http_stop = stop.clone();
-    let http = axum::serve(
-        listeners.http,
-        http::router(
-            Arc::clone(&metrics),
-            wal.clone(),
-            engine,
-            alarms,
-            auth,
-            trail,
-            gate,
-        )
-        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { http_stop.cancelled().await });
+    let app = http::router(
+        Arc::clone(&metrics),
+        wal.clone(),
+        engine,
+        alarms,
+        auth,
+        trail,
+        gate,
+    );
+    let http: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        match &config.tls {
+            None => Box::pin(
+                axum::serve(
+                    listeners.http,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .into_future(),
+            ),
+            Some(tls) => {
+                let c = tls
+                    .rustls()
+                    .map_err(|e| Error::Internal(format!("{e:#}")))?;
+                let listener = axum::serve::ListenerExt::tap_io(
+                    tls::TlsListener::new(listeners.http, c)
+                        .map_err(|e| Error::Internal(format!("HTTP TLS: {e}")))?,
+                    |_| {},
+                );
+                Box::pin(
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                    .into_future(),
+                )
+            }
+        };
     drop(wal);
 
-    let (g, h) = tokio::join!(grpc, async { http.await });
+    let (g, h) = tokio::join!(grpc, http);
     g.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     h.map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
 

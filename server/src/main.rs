@@ -8,6 +8,7 @@ use clap::Parser as _;
 use watchtrail_server::{Listeners, ServerArgs};
 
 fn main() -> ExitCode {
+    watchtrail_server::tls::install_crypto_provider();
     let args = ServerArgs::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

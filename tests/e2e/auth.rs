@@ -39,9 +39,8 @@ async fn http_status(
     path: &str,
     body: &str,
 ) -> u16 {
-    let auth = key.map(|k| format!("Authorization: Bearer {k}"));
-    let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
-    http_send(server.http, method, path, &headers, body.as_bytes())
+    server
+        .send_as(key.unwrap_or_default(), method, path, body.as_bytes())
         .await
         .status
 }

@@ -4,34 +4,26 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use watchtrail_e2e::{ServerOptions, TestServer, http_send, ingest_client, wait_for};
+use watchtrail_e2e::{ServerOptions, TestServer, ingest_client, wait_for};
 use watchtrail_proto::v1::{LogEvent, PutLogEventsRequest};
 
 use super::{chrono_now_ms, log_batch};
 
 async fn query(server: &TestServer, key: &str, sql: &str) -> (u16, Value) {
-    let a = http_send(
-        server.http,
-        "POST",
-        "/v1/query",
-        &[&format!("Authorization: Bearer {key}")],
-        json!({ "sql": sql }).to_string().as_bytes(),
-    )
-    .await;
+    let body = json!({ "sql": sql }).to_string();
+    let a = server
+        .send_as(key, "POST", "/v1/query", body.as_bytes())
+        .await;
     let v = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
     (a.status, v)
 }
 
 async fn send(server: &TestServer, key: &str, method: &str, path: &str, body: &Value) -> u16 {
-    http_send(
-        server.http,
-        method,
-        path,
-        &[&format!("Authorization: Bearer {key}")],
-        body.to_string().as_bytes(),
-    )
-    .await
-    .status
+    let body = body.to_string();
+    server
+        .send_as(key, method, path, body.as_bytes())
+        .await
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,38 +187,17 @@ async fn a_tenant_reaches_nothing_of_another() {
 
     // Configuration: eve sees none of the victim's alarms or destinations, and her names
     // with dots and slashes stay inside her own documents.
-    let a = http_send(
-        server.http,
-        "GET",
-        "/v1/alarms",
-        &[&format!("Authorization: Bearer {eve}")],
-        b"",
-    )
-    .await;
+    let a = server.send_as(&eve, "GET", "/v1/alarms", b"").await;
     assert_eq!(a.status, 200);
     assert!(!a.text().contains("victim-alarm"), "{}", a.text());
-    let a = http_send(
-        server.http,
-        "GET",
-        "/v1/destinations",
-        &[&format!("Authorization: Bearer {eve}")],
-        b"",
-    )
-    .await;
+    let a = server.send_as(&eve, "GET", "/v1/destinations", b"").await;
     assert!(!a.text().contains("pager") && !a.text().contains("victim-hook-secret"));
     for path in [
         "/v1/alarms/victim-alarm",
         "/v1/alarms/victim-alarm/history",
         "/v1/alarms/..%2F..%2Fdefault%2F_control%2Falarms%2Fvictim-alarm",
     ] {
-        let a = http_send(
-            server.http,
-            "GET",
-            path,
-            &[&format!("Authorization: Bearer {eve}")],
-            b"",
-        )
-        .await;
+        let a = server.send_as(&eve, "GET", path, b"").await;
         assert!(
             a.status == 404 || (a.status == 200 && !a.text().contains("Errors")),
             "{path}: {} {}",
@@ -310,14 +281,9 @@ async fn a_tenant_reaches_nothing_of_another() {
     )
     .await;
     for name in ["copycat", "sql-copycat"] {
-        let a = http_send(
-            server.http,
-            "GET",
-            &format!("/v1/alarms/{name}"),
-            &[&format!("Authorization: Bearer {eve}")],
-            b"",
-        )
-        .await;
+        let a = server
+            .send_as(&eve, "GET", &format!("/v1/alarms/{name}"), b"")
+            .await;
         assert_ne!(a.json()["StateValue"], "ALARM", "{name}: {}", a.text());
     }
     // The victim's destination is untouched.

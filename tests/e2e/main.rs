@@ -14,6 +14,7 @@ mod lifecycle;
 mod open_format;
 mod query;
 mod s3;
+mod tls;
 
 use std::collections::HashMap;
 

@@ -73,6 +73,67 @@ pub struct ServerOptions {
     /// Fixed gRPC and HTTP addresses (a restart that clients must find again); any free port
     /// when unset.
     pub addrs: Option<(SocketAddr, SocketAddr)>,
+    /// When the server speaks TLS: what the harness trusts and shows.
+    pub tls: Option<TestCerts>,
+}
+
+/// Certificates made for one test: a CA, a server certificate it signed (for `localhost` and
+/// 127.0.0.1), a client certificate it signed, and a client certificate of a CA nobody trusts.
+#[derive(Debug, Clone)]
+pub struct TestCerts {
+    /// The CA (PEM).
+    pub ca: PathBuf,
+    /// The server's certificate and key (PEM).
+    pub server: (PathBuf, PathBuf),
+    /// A client certificate and key the CA signed.
+    pub client: (PathBuf, PathBuf),
+    /// A client certificate and key another CA signed.
+    pub stranger: (PathBuf, PathBuf),
+}
+
+impl TestCerts {
+    /// Makes them under `dir`.
+    ///
+    /// # Panics
+    /// When generation or writing fails.
+    pub fn make(dir: &Path) -> Self {
+        // The harness's own TLS clients need a provider too (the tree enables two).
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        std::fs::create_dir_all(dir).expect("cert dir");
+        let ca = |name: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().expect("key");
+            let cert = p.self_signed(&key).expect("self-signed");
+            (cert.pem(), Issuer::new(p, key))
+        };
+        let leaf = |names: &[&str], issuer: &Issuer<'_, KeyPair>, file: &str| {
+            let p =
+                CertificateParams::new(names.iter().map(|n| (*n).to_string()).collect::<Vec<_>>())
+                    .expect("params");
+            let key = KeyPair::generate().expect("key");
+            let cert = p.signed_by(&key, issuer).expect("signed");
+            let (c, k) = (
+                dir.join(format!("{file}.pem")),
+                dir.join(format!("{file}.key")),
+            );
+            std::fs::write(&c, cert.pem()).expect("write cert");
+            std::fs::write(&k, key.serialize_pem()).expect("write key");
+            (c, k)
+        };
+        let (ca_pem, issuer) = ca("Watchtrail test CA");
+        let (_, stranger_ca) = ca("Some other CA");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca_pem).expect("write ca");
+        Self {
+            ca: ca_path,
+            server: leaf(&["localhost", "127.0.0.1"], &issuer, "server"),
+            client: leaf(&["client"], &issuer, "client"),
+            stranger: leaf(&["stranger"], &stranger_ca, "stranger"),
+        }
+    }
 }
 
 impl ServerOptions {
@@ -91,7 +152,27 @@ impl ServerOptions {
             ],
             env: Vec::new(),
             addrs: None,
+            tls: None,
         }
+    }
+
+    /// The same server speaking TLS with `certs` (mutual TLS when `mutual`).
+    pub fn with_tls(mut self, certs: &TestCerts, mutual: bool) -> Self {
+        let (cert, key) = &certs.server;
+        self.args.extend([
+            "--tls-cert".to_string(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]);
+        if mutual {
+            self.args.extend([
+                "--tls-client-ca".to_string(),
+                certs.ca.display().to_string(),
+            ]);
+        }
+        self.tls = Some(certs.clone());
+        self
     }
 
     /// Adds flags.
@@ -287,16 +368,42 @@ impl TestServer {
         server
     }
 
+    /// The gRPC address as a URL (`https://` with TLS).
+    pub fn grpc_url(&self) -> String {
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.grpc)
+    }
+
+    /// A gRPC endpoint of this server; with TLS, trusting the test CA and showing the client
+    /// certificate.
+    pub fn endpoint(&self) -> tonic::transport::Endpoint {
+        let e = Channel::from_shared(self.grpc_url()).expect("url");
+        match &self.options.tls {
+            None => e,
+            Some(certs) => {
+                let read = |p: &Path| std::fs::read(p).expect("read cert");
+                e.tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(read(&certs.ca)))
+                        .identity(tonic::transport::Identity::from_pem(
+                            read(&certs.client.0),
+                            read(&certs.client.1),
+                        )),
+                )
+                .expect("tls config")
+            }
+        }
+    }
+
     async fn wait_serving(&self) {
-        let url = format!("http://{}", self.grpc);
         let log = self.log.clone();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(ch) = Channel::from_shared(url.clone())
-                .expect("url")
-                .connect()
-                .await
-            {
+            if let Ok(ch) = self.endpoint().connect().await {
                 let health = tonic_health_client(ch);
                 if health.await.is_ok_and(|serving| serving) {
                     return;
@@ -313,11 +420,7 @@ impl TestServer {
 
     /// An ingest client for this server, with its admin key.
     pub async fn client(&self) -> IngestClient {
-        let ch = Channel::from_shared(format!("http://{}", self.grpc))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
+        let ch = self.endpoint().connect().await.expect("connect");
         IngestServiceClient::with_interceptor(ch, Bearer::new(&self.key))
     }
 
@@ -349,6 +452,13 @@ impl TestServer {
         let mut all = vec![auth.as_str()];
         all.extend_from_slice(headers);
         http_send(self.http, method, path, &all, body).await
+    }
+
+    /// A request on the HTTP port with another key (none when `key` is empty).
+    pub async fn send_as(&self, key: &str, method: &str, path: &str, body: &[u8]) -> HttpAnswer {
+        let auth = format!("Authorization: Bearer {key}");
+        let headers: &[&str] = if key.is_empty() { &[] } else { &[&auth] };
+        http_send(self.http, method, path, headers, body).await
     }
 
     /// `POST /v1/query` with `sql`, asking for `accept`, with the admin key.

@@ -134,7 +134,7 @@ impl Api {
         Ok(Self {
             base,
             credentials,
-            http: reqwest::Client::new(),
+            http: conn.http_client()?,
         })
     }
 

@@ -47,12 +47,89 @@ pub struct ConnectionArgs {
     /// `./watchtrail-data/admin.key` if it exists (the key a server's first start makes).
     #[arg(long, global = true, env = "WATCHTRAIL_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for `https://` servers, beside the system's roots.
+    #[arg(long, global = true, env = "WATCHTRAIL_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate (PEM), for servers that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "WATCHTRAIL_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "WATCHTRAIL_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+}
+
+fn read_pem(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
 }
 
 /// Where a server writes its first admin key when started with the default `--wal-dir`.
 pub const DEFAULT_KEY_FILE: &str = "./watchtrail-data/admin.key";
 
 impl ConnectionArgs {
+    /// The gRPC endpoint of `--server`, with TLS for an `https://` address (the system's roots,
+    /// `--ca-cert`, and `--client-cert` for mutual TLS).
+    ///
+    /// # Errors
+    /// A malformed address; certificate files that cannot be read.
+    pub fn grpc_endpoint(&self) -> anyhow::Result<tonic::transport::Endpoint> {
+        let mut endpoint = Channel::from_shared(self.server.clone())
+            .with_context(|| format!("invalid --server `{}`", self.server))?;
+        if self.server.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &self.ca_cert {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read_pem(
+                    ca,
+                    "--ca-cert",
+                )?));
+            }
+            if let (Some(c), Some(k)) = (&self.client_cert, &self.client_key) {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    read_pem(c, "--client-cert")?,
+                    read_pem(k, "--client-key")?,
+                ));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .with_context(|| format!("TLS for --server `{}`", self.server))?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The HTTP client for `--http`, trusting `--ca-cert` beside the system's roots and showing
+    /// `--client-cert` when given.
+    ///
+    /// # Errors
+    /// Certificate files that cannot be read or parsed.
+    pub fn http_client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_cert {
+            b = b.add_root_certificate(
+                reqwest::Certificate::from_pem(&read_pem(ca, "--ca-cert")?)
+                    .context("--ca-cert: not a PEM certificate")?,
+            );
+        }
+        if let (Some(c), Some(k)) = (&self.client_cert, &self.client_key) {
+            let mut pem = read_pem(c, "--client-cert")?;
+            pem.push(b'\n');
+            pem.extend(read_pem(k, "--client-key")?);
+            b = b.identity(
+                reqwest::Identity::from_pem(&pem)
+                    .context("--client-cert and --client-key: not a PEM certificate and key")?,
+            );
+        }
+        b.build().context("HTTP client")
+    }
+
     /// The tenant for `--store` reads: `--tenant`, else `default`.
     ///
     /// # Errors
@@ -166,8 +243,8 @@ impl Client {
     /// A malformed server address or tenant name.
     pub fn connect(args: &ConnectionArgs) -> anyhow::Result<Self> {
         let credentials = args.credentials()?;
-        let endpoint = Channel::from_shared(args.server.clone())
-            .with_context(|| format!("invalid --server `{}`", args.server))?
+        let endpoint = args
+            .grpc_endpoint()?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60));
         let inner = IngestServiceClient::new(endpoint.connect_lazy())

@@ -85,8 +85,8 @@ impl Backend {
                 tenant: conn.store_tenant()?,
             });
         }
-        let endpoint = Channel::from_shared(conn.server.clone())
-            .with_context(|| format!("invalid --server `{}`", conn.server))?
+        let endpoint = conn
+            .grpc_endpoint()?
             .connect_timeout(Duration::from_secs(5));
         let client = QueryServiceClient::new(endpoint.connect_lazy())
             .send_compressed(CompressionEncoding::Zstd)
