@@ -5,6 +5,7 @@
 //! - [`store`]: object storage by URL (`file://`, `s3://`, `memory://`) and Delta table commits.
 //! - [`files`]: Parquet encoding (compression, encodings, sort order).
 //! - [`error`]: the crate's error type.
+//! - [`fuzz`]: the mutation fuzzer the test suites run over every parser.
 //! - [`keys`]: API keys (tenant, role, salted hash) and their store.
 //! - [`pattern`]: CloudWatch Logs filter patterns (metric filters).
 //!
@@ -20,6 +21,7 @@
 
 pub mod error;
 pub mod files;
+pub mod fuzz;
 pub mod keys;
 pub mod lifecycle;
 pub mod store;

@@ -11,6 +11,8 @@ pub mod audit_json;
 pub mod buffer;
 pub mod flush;
 pub mod limits;
+#[cfg(test)]
+mod robustness;
 pub mod validate;
 
 use std::collections::HashMap;

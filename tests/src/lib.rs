@@ -454,6 +454,21 @@ impl TestServer {
         http_send(self.http, method, path, &all, body).await
     }
 
+    /// A request with the admin key that must succeed (2xx); its answer.
+    ///
+    /// # Panics
+    /// On any other status (the answer is printed).
+    pub async fn send_ok(&self, method: &str, path: &str, body: &[u8]) -> HttpAnswer {
+        let a = self.send(method, path, &[], body).await;
+        assert!(
+            (200..300).contains(&a.status),
+            "{method} {path}: {} {}",
+            a.status,
+            a.text()
+        );
+        a
+    }
+
     /// A request on the HTTP port with another key (none when `key` is empty).
     pub async fn send_as(&self, key: &str, method: &str, path: &str, body: &[u8]) -> HttpAnswer {
         let auth = format!("Authorization: Bearer {key}");
