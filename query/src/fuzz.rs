@@ -7,6 +7,21 @@
 
 use std::time::{Duration, Instant};
 
+/// A seed for a randomized test: the number in the variable `var`, else the clock's
+/// nanoseconds. It is printed, so that a failing run can be replayed.
+pub fn seed_from_env(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("seed {seed} (set {var}={seed} to replay)");
+    seed
+}
+
 /// xorshift64*: enough randomness for mutations, no dependency.
 #[derive(Debug)]
 pub struct Rng(u64);
@@ -14,16 +29,7 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeded from `WATCHTRAIL_FUZZ_SEED`, else the clock (printed either way).
     pub fn from_env() -> Self {
-        let seed = std::env::var("WATCHTRAIL_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
-        println!("fuzz seed {seed} (WATCHTRAIL_FUZZ_SEED replays it)");
-        Self(seed | 1)
+        Self(seed_from_env("WATCHTRAIL_FUZZ_SEED") | 1)
     }
 
     /// The next 64 random bits.

@@ -22,16 +22,7 @@ impl Lcg {
 }
 
 fn seed() -> u64 {
-    let s = std::env::var("WATCHTRAIL_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("seed {s} (set WATCHTRAIL_TEST_SEED to replay)");
-    s
+    watchtrail_query::fuzz::seed_from_env("WATCHTRAIL_TEST_SEED")
 }
 
 fn agent_config(server: &TestServer, extra: &str) -> String {

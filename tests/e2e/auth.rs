@@ -360,13 +360,7 @@ fn has(rows: &[serde_json::Value], pred: impl Fn(&serde_json::Value) -> bool) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_control_call_query_import_and_refusal_lands_in_the_callers_trail() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(ServerOptions::local(dir.path()).with_args(&[
-        "--alarm-delay",
-        "1s",
-        "--alarm-refresh",
-        "1s",
-    ]))
-    .await;
+    let server = TestServer::start(ServerOptions::local(dir.path()).with_quick_alarms()).await;
     let admin = server.key.clone();
     let admin_id = admin.split('_').nth(1).expect("id").to_string();
     let read = token_of(&keys_cli(&server, &admin, &["create", "--role", "read"]));

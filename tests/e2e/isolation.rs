@@ -29,13 +29,7 @@ async fn send(server: &TestServer, key: &str, method: &str, path: &str, body: &V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_reaches_nothing_of_another() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(ServerOptions::local(dir.path()).with_args(&[
-        "--alarm-delay",
-        "1s",
-        "--alarm-refresh",
-        "1s",
-    ]))
-    .await;
+    let server = TestServer::start(ServerOptions::local(dir.path()).with_quick_alarms()).await;
     let victim = server.key.clone();
     let eve = server.create_key("eve", "admin").await;
     let store_dir = dir.path().join("store");
@@ -298,12 +292,7 @@ async fn a_tenant_reaches_nothing_of_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_reach_no_private_address_unless_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut opts = ServerOptions::local(dir.path()).with_args(&[
-        "--alarm-delay",
-        "1s",
-        "--alarm-refresh",
-        "1s",
-    ]);
+    let mut opts = ServerOptions::local(dir.path()).with_quick_alarms();
     // This server keeps the default policy: no private network is allowed.
     if let Some(i) = opts
         .args

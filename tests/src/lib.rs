@@ -175,6 +175,11 @@ impl ServerOptions {
         self
     }
 
+    /// Alarms that react within seconds: a 1 s late-data delay and 1 s reloads.
+    pub fn with_quick_alarms(self) -> Self {
+        self.with_args(&["--alarm-delay", "1s", "--alarm-refresh", "1s"])
+    }
+
     /// Adds flags.
     pub fn with_args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| (*s).to_string()));
