@@ -81,6 +81,10 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_QUERY_QUEUE_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub query_queue_wait: Duration,
 
+    /// HTTP connections open at once; past it the server stops accepting until one closes.
+    #[arg(long, env = "WATCHTRAIL_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+
     /// HTTP/2 streams one gRPC connection may have open at once.
     #[arg(long, env = "WATCHTRAIL_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
@@ -324,6 +328,8 @@ pub struct ServerConfig {
     pub query_queue_wait: Duration,
     /// HTTP/2 streams per gRPC connection.
     pub max_concurrent_streams: u32,
+    /// HTTP connections open at once.
+    pub max_http_connections: usize,
 }
 
 /// The directory of the server's local files besides the WAL (the first admin key, the
@@ -351,9 +357,12 @@ impl ServerArgs {
         if self.query_timeout.is_zero() {
             return Err("--query-timeout must be greater than zero".into());
         }
-        if self.tenant_query_concurrency == 0 || self.max_concurrent_streams == 0 {
+        if self.tenant_query_concurrency == 0
+            || self.max_concurrent_streams == 0
+            || self.max_http_connections == 0
+        {
             return Err(
-                "--tenant-query-concurrency and --max-concurrent-streams must be at least 1".into(),
+                "--tenant-query-concurrency, --max-concurrent-streams and --max-http-connections must be at least 1".into(),
             );
         }
         if self.query_memory_limit < (1 << 20) {
@@ -444,6 +453,7 @@ impl ServerArgs {
             tenant_query_concurrency: self.tenant_query_concurrency,
             query_queue_wait: self.query_queue_wait,
             max_concurrent_streams: self.max_concurrent_streams,
+            max_http_connections: self.max_http_connections,
             auth: crate::auth::AuthConfig {
                 mode: self.auth,
                 admin_key_file: self

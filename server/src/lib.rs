@@ -232,7 +232,10 @@ pub async fn serve(
         match &config.tls {
             None => Box::pin(
                 axum::serve(
-                    listeners.http,
+                    axum::serve::ListenerExt::tap_io(
+                        tls::LimitedListener::new(listeners.http, config.max_http_connections),
+                        |_| {},
+                    ),
                     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
                 )
                 .with_graceful_shutdown(async move { http_stop.cancelled().await })
@@ -243,8 +246,11 @@ pub async fn serve(
                     .rustls()
                     .map_err(|e| Error::Internal(format!("{e:#}")))?;
                 let listener = axum::serve::ListenerExt::tap_io(
-                    tls::TlsListener::new(listeners.http, c)
-                        .map_err(|e| Error::Internal(format!("HTTP TLS: {e}")))?,
+                    tls::LimitedListener::new(
+                        tls::TlsListener::new(listeners.http, c)
+                            .map_err(|e| Error::Internal(format!("HTTP TLS: {e}")))?,
+                        config.max_http_connections,
+                    ),
                     |_| {},
                 );
                 Box::pin(

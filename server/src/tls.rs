@@ -4,6 +4,7 @@
 //! gRPC uses tonic's own rustls acceptor. HTTP goes through [`TlsListener`]: handshakes run in
 //! tasks of their own (at most [`HANDSHAKE_TIMEOUT`] each), so a client that stalls its
 //! handshake holds up nobody else, and only finished connections reach the HTTP server.
+//! [`LimitedListener`] caps the HTTP connections open at once, with or without TLS.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -169,5 +170,84 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// A listener that holds at most so many connections open at once (`--max-http-connections`):
+/// past the limit it stops accepting until one closes, so excess clients wait in the kernel's
+/// backlog instead of costing the server memory and tasks.
+#[derive(Debug)]
+pub struct LimitedListener<L> {
+    inner: L,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl<L> LimitedListener<L> {
+    /// `inner`, with at most `max` connections open.
+    pub fn new(inner: L, max: usize) -> Self {
+        Self {
+            inner,
+            slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+        }
+    }
+}
+
+/// A connection that gives its slot back when it closes.
+#[derive(Debug)]
+pub struct Limited<Io> {
+    io: Io,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<Io: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Limited<Io> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Limited<Io> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
+    type Io = Limited<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let slot = match Arc::clone(&self.slots).acquire_owned().await {
+            Ok(s) => s,
+            // The semaphore is never closed.
+            Err(_) => std::future::pending().await,
+        };
+        let (io, addr) = self.inner.accept().await;
+        (Limited { io, _slot: slot }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }

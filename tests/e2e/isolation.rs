@@ -416,3 +416,47 @@ async fn one_tenant_cannot_take_every_query_slot() {
     let (status, _) = query(&server, &server.key, "SELECT 1 AS one").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_over_the_limit_wait_for_one_to_close() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        ServerOptions::local(dir.path()).with_args(&["--max-http-connections", "2"]),
+    )
+    .await;
+    // Two idle connections take both slots.
+    let first = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    let _second = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third is not served while they stay open...
+    let mut third = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let early = tokio::time::timeout(Duration::from_secs(1), third.read_to_end(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "answered over the limit: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    // ...and is once one of them closes.
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut buf))
+        .await
+        .expect("served after a slot freed")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+}
