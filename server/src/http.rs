@@ -129,7 +129,11 @@ pub fn http_event(method: &Method, path: &str) -> (&'static str, bool, Value) {
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(|s| percent_encoding_decode(s))
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let get = method == Method::GET || method == Method::HEAD;
@@ -175,26 +179,6 @@ pub fn http_event(method: &Method, path: &str) -> (&'static str, bool, Value) {
         params.insert(k.into(), Value::String(v.to_string()));
     }
     (name, read_only, Value::Object(params))
-}
-
-fn percent_encoding_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What of a request body the trail keeps: the SQL of a query, the definition of a change,
@@ -264,29 +248,31 @@ async fn authorize(State(gate): State<Gate>, req: Request, next: Next) -> Respon
         Ok(h) => h,
         Err(d) => return denied(&d),
     };
+    let authorized = gate
+        .auth
+        .authorize(authorization.as_deref(), tenant.as_deref(), needed)
+        .await;
+    let caller = match &authorized {
+        Ok(p) => p.caller(),
+        Err((_, c)) => c.clone(),
+    };
     let mut call = Call {
         event_name,
         read_only,
-        caller: gate.auth.refused_caller(authorization.as_deref()),
+        caller,
         source_ip,
         user_agent,
         request_parameters: params,
         error: None,
     };
-    let principal = match gate
-        .auth
-        .authorize(authorization.as_deref(), tenant.as_deref(), needed)
-        .await
-    {
+    let principal = match authorized {
         Ok(p) => p,
-        Err((d, caller)) => {
-            call.caller = caller;
+        Err((d, _)) => {
             call.error = Some(("AccessDenied".into(), d.to_string()));
             gate.trail.record(&call);
             return denied(&d);
         }
     };
-    call.caller = principal.caller();
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,

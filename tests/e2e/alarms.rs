@@ -41,22 +41,6 @@ async fn get(server: &TestServer, path: &str) -> HttpAnswer {
     server.send("GET", path, &[], b"").await
 }
 
-async fn state_of(server: &TestServer, alarm: &str) -> String {
-    let a = get(server, &format!("/v1/alarms/{alarm}")).await;
-    assert_eq!(a.status, 200, "{}", a.text());
-    a.json()["StateValue"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-async fn wait_state(server: &TestServer, alarm: &str, state: &str, within: Duration) {
-    wait_for(&format!("{alarm} to be {state}"), within, || async {
-        (state_of(server, alarm).await == state).then_some(())
-    })
-    .await;
-}
-
 async fn put_errors(server: &TestServer, id: &str, value: f64) {
     let mut client = server.client().await;
     client
@@ -224,10 +208,14 @@ async fn state_changes_reach_a_signed_webhook_through_outages_and_restarts() {
     assert_eq!(put(&server, "/v1/alarms/errors", &alarm).await.status, 201);
 
     // No data, notBreaching: INSUFFICIENT_DATA -> OK.
-    wait_state(&server, "errors", "OK", Duration::from_secs(30)).await;
+    server
+        .wait_alarm_state("errors", "OK", Duration::from_secs(30))
+        .await;
     // A breaching point: OK -> ALARM within one 10 s period plus the delay.
     put_errors(&server, "breach-1", 50.0).await;
-    wait_state(&server, "errors", "ALARM", Duration::from_secs(30)).await;
+    server
+        .wait_alarm_state("errors", "ALARM", Duration::from_secs(30))
+        .await;
     let got = wait_for(
         "the ALARM notification",
         Duration::from_secs(15),
@@ -272,7 +260,9 @@ async fn state_changes_reach_a_signed_webhook_through_outages_and_restarts() {
     // The receiver goes down; the alarm recovers (no more data, notBreaching) and the OK
     // notification fails and waits in the outbox.
     receiver.go_down();
-    wait_state(&server, "errors", "OK", Duration::from_secs(30)).await;
+    server
+        .wait_alarm_state("errors", "OK", Duration::from_secs(30))
+        .await;
     wait_for(
         "a failed delivery attempt to be recorded",
         Duration::from_secs(20),
@@ -415,7 +405,9 @@ async fn cis_metric_filters_and_sql_alarms_fire_on_audit_events() {
         201
     );
     for n in &names {
-        wait_state(&server, n, "OK", Duration::from_secs(30)).await;
+        server
+            .wait_alarm_state(n, "OK", Duration::from_secs(30))
+            .await;
     }
     // One event that each CIS pattern matches, and two that none does; all in one period.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -458,15 +450,13 @@ async fn cis_metric_filters_and_sql_alarms_fire_on_audit_events() {
         .into_inner();
     assert_eq!(resp.accepted, bodies.len() as u64);
     for n in &names {
-        wait_state(&server, n, "ALARM", Duration::from_secs(30)).await;
+        server
+            .wait_alarm_state(n, "ALARM", Duration::from_secs(30))
+            .await;
     }
-    wait_state(
-        &server,
-        "bucket-policy-deletes",
-        "ALARM",
-        Duration::from_secs(30),
-    )
-    .await;
+    server
+        .wait_alarm_state("bucket-policy-deletes", "ALARM", Duration::from_secs(30))
+        .await;
     let broken = get(&server, "/v1/alarms/broken-sql").await.json();
     assert_eq!(broken["StateValue"], "INSUFFICIENT_DATA");
     assert_eq!(broken["EvaluationState"], "EVALUATION_ERROR", "{broken}");
@@ -733,7 +723,8 @@ async fn with_two_servers_one_evaluates_and_the_other_takes_over() {
     });
     // Made through B, evaluated by whichever holds the lease.
     assert_eq!(put(&b, "/v1/alarms/errors", &alarm).await.status, 201);
-    wait_state(&a, "errors", "ALARM", Duration::from_secs(30)).await;
+    a.wait_alarm_state("errors", "ALARM", Duration::from_secs(30))
+        .await;
     let holders = wait_for("exactly one evaluator", Duration::from_secs(10), || async {
         let (ha, hb) = (is_evaluator(&a).await, is_evaluator(&b).await);
         (ha != hb).then_some(ha)
@@ -786,7 +777,9 @@ async fn with_two_servers_one_evaluates_and_the_other_takes_over() {
             }
         })
     };
-    wait_state(alive, "errors", "OK", Duration::from_secs(40)).await;
+    alive
+        .wait_alarm_state("errors", "OK", Duration::from_secs(40))
+        .await;
     wait_for("the OK notification", Duration::from_secs(15), || async {
         (delivered(&receiver).len() == 2).then_some(())
     })
@@ -835,7 +828,8 @@ async fn on_s3_the_lease_admits_one_evaluator() {
         "TreatMissingData": "breaching", "AlarmActions": ["oncall"]
     });
     assert_eq!(put(&a, "/v1/alarms/errors", &alarm).await.status, 201);
-    wait_state(&b, "errors", "ALARM", Duration::from_secs(40)).await;
+    b.wait_alarm_state("errors", "ALARM", Duration::from_secs(40))
+        .await;
     wait_for("exactly one evaluator", Duration::from_secs(10), || async {
         (is_evaluator(&a).await != is_evaluator(&b).await).then_some(())
     })
@@ -913,10 +907,18 @@ async fn alarms_sharing_a_metric_see_only_their_own_series() {
         })
         .await
         .expect("put metrics");
-    wait_state(&server, "g-h1", "ALARM", Duration::from_secs(30)).await;
-    wait_state(&server, "g2-h1", "ALARM", Duration::from_secs(30)).await;
-    wait_state(&server, "g-h2", "OK", Duration::from_secs(30)).await;
-    wait_state(&server, "q-h2", "ALARM", Duration::from_secs(30)).await;
+    server
+        .wait_alarm_state("g-h1", "ALARM", Duration::from_secs(30))
+        .await;
+    server
+        .wait_alarm_state("g2-h1", "ALARM", Duration::from_secs(30))
+        .await;
+    server
+        .wait_alarm_state("g-h2", "OK", Duration::from_secs(30))
+        .await;
+    server
+        .wait_alarm_state("q-h2", "ALARM", Duration::from_secs(30))
+        .await;
     let h3 = get(&server, "/v1/alarms/g-h3").await.json();
     assert_eq!(h3["StateValue"], "INSUFFICIENT_DATA", "{h3}");
     let reason = get(&server, "/v1/alarms/g-h2").await.json()["StateReason"]

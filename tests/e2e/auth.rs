@@ -523,17 +523,13 @@ async fn every_control_call_query_import_and_refusal_lands_in_the_callers_trail(
     );
 
     // The CIS pattern fires on Watchtrail's own refusals.
-    wait_for(
-        "CIS-UnauthorizedAPICalls in ALARM",
-        std::time::Duration::from_secs(40),
-        || async {
-            let a = server
-                .send("GET", "/v1/alarms/CIS-UnauthorizedAPICalls", &[], b"")
-                .await;
-            (a.json()["StateValue"] == "ALARM").then_some(())
-        },
-    )
-    .await;
+    server
+        .wait_alarm_state(
+            "CIS-UnauthorizedAPICalls",
+            "ALARM",
+            std::time::Duration::from_secs(40),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

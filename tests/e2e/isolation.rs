@@ -263,17 +263,9 @@ async fn a_tenant_reaches_nothing_of_another() {
         send(&server, &eve, "PUT", "/v1/alarms/sql-copycat", &sql_alarm).await,
         201
     );
-    wait_for(
-        "the victim's alarm to fire",
-        Duration::from_secs(40),
-        || async {
-            let a = server
-                .send("GET", "/v1/alarms/victim-alarm", &[], b"")
-                .await;
-            (a.json()["StateValue"] == "ALARM").then_some(())
-        },
-    )
-    .await;
+    server
+        .wait_alarm_state("victim-alarm", "ALARM", Duration::from_secs(40))
+        .await;
     for name in ["copycat", "sql-copycat"] {
         let a = server
             .send_as(&eve, "GET", &format!("/v1/alarms/{name}"), b"")

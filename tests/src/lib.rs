@@ -474,6 +474,32 @@ impl TestServer {
         a
     }
 
+    /// An alarm's `StateValue`, read with the admin key.
+    ///
+    /// # Panics
+    /// When the alarm cannot be read.
+    pub async fn alarm_state(&self, alarm: &str) -> String {
+        let a = self
+            .send("GET", &format!("/v1/alarms/{alarm}"), &[], b"")
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()["StateValue"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until an alarm is in `state`.
+    ///
+    /// # Panics
+    /// When it is not within `within`.
+    pub async fn wait_alarm_state(&self, alarm: &str, state: &str, within: Duration) {
+        wait_for(&format!("{alarm} to be {state}"), within, || async {
+            (self.alarm_state(alarm).await == state).then_some(())
+        })
+        .await;
+    }
+
     /// A request on the HTTP port with another key (none when `key` is empty).
     pub async fn send_as(&self, key: &str, method: &str, path: &str, body: &[u8]) -> HttpAnswer {
         let auth = format!("Authorization: Bearer {key}");
