@@ -85,6 +85,15 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
 
+    /// gRPC connections open at once (one per agent, typically); past it the server stops
+    /// accepting until one closes. Keep `ulimit -n` above this plus the HTTP limit.
+    #[arg(
+        long,
+        env = "WATCHTRAIL_MAX_GRPC_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_grpc_connections: usize,
+
     /// HTTP/2 streams one gRPC connection may have open at once.
     #[arg(long, env = "WATCHTRAIL_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
@@ -330,6 +339,8 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// HTTP connections open at once.
     pub max_http_connections: usize,
+    /// gRPC connections open at once.
+    pub max_grpc_connections: usize,
 }
 
 /// The directory of the server's local files besides the WAL (the first admin key, the
@@ -360,9 +371,10 @@ impl ServerArgs {
         if self.tenant_query_concurrency == 0
             || self.max_concurrent_streams == 0
             || self.max_http_connections == 0
+            || self.max_grpc_connections == 0
         {
             return Err(
-                "--tenant-query-concurrency, --max-concurrent-streams and --max-http-connections must be at least 1".into(),
+                "--tenant-query-concurrency, --max-concurrent-streams, --max-http-connections and --max-grpc-connections must be at least 1".into(),
             );
         }
         if self.query_memory_limit < (1 << 20) {
@@ -454,6 +466,7 @@ impl ServerArgs {
             query_queue_wait: self.query_queue_wait,
             max_concurrent_streams: self.max_concurrent_streams,
             max_http_connections: self.max_http_connections,
+            max_grpc_connections: self.max_grpc_connections,
             auth: crate::auth::AuthConfig {
                 mode: self.auth,
                 admin_key_file: self

@@ -61,6 +61,16 @@ impl Error {
 /// Result with the server's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<watchtrail_query::validate::Refused> for Error {
+    fn from(r: watchtrail_query::validate::Refused) -> Self {
+        use watchtrail_query::validate::Refused;
+        match r {
+            Refused::Invalid { field, reason } => Error::InvalidArgument { field, reason },
+            Refused::TooLarge(m) => Error::TooLarge(m),
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         match e {

@@ -1,19 +1,19 @@
 //! The ingest path: validate → write-ahead log (group commit) → memory buffer → flush to tables.
 //!
 //! # Layout
-//! - [`limits`]: the CloudWatch/CloudTrail limits enforced.
-//! - [`validate`]: request checks and the canonical form stored in the WAL.
-//! - [`audit_json`]: CloudTrail JSON → `audit` rows.
+//! - [`limits`], [`validate`]: the CloudWatch/CloudTrail limits and the request checks, with
+//!   the canonical form stored in the WAL (they live in `watchtrail_query`, so the fuzz targets
+//!   build them without the server).
+//! - [`audit_json`]: CloudTrail JSON → `audit` rows and batches.
 //! - [`buffer`]: durable-but-uncommitted rows per table.
 //! - [`flush`]: rows → Parquet → Delta commit → WAL truncation.
 
 pub mod audit_json;
 pub mod buffer;
 pub mod flush;
-pub mod limits;
 #[cfg(test)]
 mod robustness;
-pub mod validate;
+pub use watchtrail_query::{limits, validate};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -36,7 +36,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 use watchtrail_proto::v1::ingest_service_server::IngestServiceServer;
 use watchtrail_proto::v1::query_service_server::QueryServiceServer;
@@ -215,9 +214,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(ingest_service)
         .add_service(query_service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
-            grpc_stop.cancelled().await
-        });
+        .serve_with_incoming_shutdown(
+            tls::limited_grpc_incoming(listeners.grpc, config.max_grpc_connections),
+            async move { grpc_stop.cancelled().await },
+        );
     let http_stop = stop.clone();
     let app = http::router(
         Arc::clone(&metrics),

@@ -4,7 +4,8 @@
 //! gRPC uses tonic's own rustls acceptor. HTTP goes through [`TlsListener`]: handshakes run in
 //! tasks of their own (at most [`HANDSHAKE_TIMEOUT`] each), so a client that stalls its
 //! handshake holds up nobody else, and only finished connections reach the HTTP server.
-//! [`LimitedListener`] caps the HTTP connections open at once, with or without TLS.
+//! [`LimitedListener`] caps the HTTP connections open at once, with or without TLS, and
+//! [`limited_grpc_incoming`] the gRPC ones.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -249,5 +250,33 @@ impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// The gRPC listener's connections, at most `max` open at once: past it the server stops
+/// accepting (new clients wait in the kernel's backlog) until one closes.
+pub fn limited_grpc_incoming(
+    listener: TcpListener,
+    max: usize,
+) -> impl futures::Stream<Item = std::io::Result<Limited<TcpStream>>> + Send + 'static {
+    use futures::StreamExt as _;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    futures::stream::unfold((incoming, slots), |(mut incoming, slots)| async move {
+        // The semaphore is never closed, so `ok()?` never ends the stream.
+        let slot = Arc::clone(&slots).acquire_owned().await.ok()?;
+        let next = incoming.next().await?;
+        Some((
+            next.map(|io| Limited { io, _slot: slot }),
+            (incoming, slots),
+        ))
+    })
+}
+
+impl tonic::transport::server::Connected for Limited<TcpStream> {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
     }
 }

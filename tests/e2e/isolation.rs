@@ -452,3 +452,38 @@ async fn http_connections_over_the_limit_wait_for_one_to_close() {
         String::from_utf8_lossy(&buf)
     );
 }
+
+#[tokio::test]
+async fn grpc_connections_over_the_limit_wait_for_one_to_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        ServerOptions::local(dir.path()).with_args(&["--max-grpc-connections", "2"]),
+    )
+    .await;
+    // Two idle connections take both slots (the start-up health check's has closed by now).
+    let first = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .expect("connect");
+    let _second = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third client is not served while they stay open...
+    let third = tokio::spawn({
+        let server_grpc = server.endpoint();
+        async move {
+            let ch = server_grpc.connect().await.expect("connect");
+            watchtrail_e2e::grpc_health(ch).await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!third.is_finished(), "served over the limit");
+    // ...and is once one of them closes.
+    drop(first);
+    let serving = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served after a slot freed")
+        .expect("task");
+    assert!(serving, "health check answered SERVING");
+    assert!(server.grpc_serving().await, "the server serves on");
+}

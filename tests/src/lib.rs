@@ -404,15 +404,20 @@ impl TestServer {
         }
     }
 
+    /// Whether a fresh gRPC connection gets SERVING from the health check.
+    pub async fn grpc_serving(&self) -> bool {
+        match self.endpoint().connect().await {
+            Ok(ch) => grpc_health(ch).await,
+            Err(_) => false,
+        }
+    }
+
     async fn wait_serving(&self) {
         let log = self.log.clone();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(ch) = self.endpoint().connect().await {
-                let health = tonic_health_client(ch);
-                if health.await.is_ok_and(|serving| serving) {
-                    return;
-                }
+            if self.grpc_serving().await {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -579,6 +584,11 @@ async fn sigterm_and_wait(mut c: Child, what: &str, limit: Duration, log: &Path)
         "{what} exited with {status}:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
+}
+
+/// Whether the gRPC health check over `ch` answers SERVING.
+pub async fn grpc_health(ch: Channel) -> bool {
+    tonic_health_client(ch).await.is_ok_and(|serving| serving)
 }
 
 async fn tonic_health_client(ch: Channel) -> Result<bool, ()> {

@@ -143,3 +143,48 @@ fn decoding_and_validating_any_bytes_never_panics() {
     });
     assert!(n > 100, "only {n} inputs in the budget");
 }
+
+/// The "now" of the cargo-fuzz target `ingest_protobuf` (fuzz/fuzz_targets/ingest_protobuf.rs).
+const FUZZ_NOW_MS: i64 = 1_800_000_000_000;
+
+/// The committed seed corpus of `ingest_protobuf` still decodes and validates: a change to the
+/// wire contract that broke it would leave the fuzzer starting from noise.
+/// `WATCHTRAIL_WRITE_FUZZ_SEEDS=1` writes the seeds anew first.
+#[test]
+fn the_cargo_fuzz_seeds_are_valid_requests() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/ingest_protobuf");
+    if std::env::var_os("WATCHTRAIL_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).expect("seed dir");
+        for (i, seed) in request_seeds(FUZZ_NOW_MS).iter().enumerate() {
+            std::fs::write(dir.join(format!("request-{i}")), seed).expect("write seed");
+        }
+    }
+    let mut kinds = [0usize; 3];
+    for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/ingest_protobuf exists") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read seed");
+        let (kind, body) = bytes.split_first().expect("a seed is not empty");
+        let kind = usize::from(*kind % 3);
+        let accepted = match kind {
+            0 => validate::validate_metrics(
+                PutMetricDataRequest::decode(body).expect("decodes"),
+                FUZZ_NOW_MS,
+            )
+            .map(|v| v.accepted),
+            1 => validate::validate_logs(
+                PutLogEventsRequest::decode(body).expect("decodes"),
+                FUZZ_NOW_MS,
+            )
+            .map(|v| v.accepted),
+            _ => validate::validate_audit(PutAuditEventsRequest::decode(body).expect("decodes"))
+                .map(|v| v.accepted),
+        }
+        .expect("a seed is a valid request");
+        assert!(accepted > 0);
+        kinds[kind] += 1;
+    }
+    assert!(
+        kinds.iter().all(|&n| n > 0),
+        "a seed of each request kind: {kinds:?}"
+    );
+}

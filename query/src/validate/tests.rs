@@ -30,7 +30,7 @@ fn metrics(data: Vec<MetricDatum>) -> PutMetricDataRequest {
 #[track_caller]
 fn invalid_field(r: Result<impl std::fmt::Debug>) -> String {
     match r {
-        Err(Error::InvalidArgument { field, .. }) => field,
+        Err(Refused::Invalid { field, .. }) => field,
         other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
     }
 }
@@ -38,7 +38,7 @@ fn invalid_field(r: Result<impl std::fmt::Debug>) -> String {
 #[track_caller]
 fn too_large(r: Result<impl std::fmt::Debug>) {
     assert!(
-        matches!(r, Err(Error::TooLarge(_))),
+        matches!(r, Err(Refused::TooLarge(_))),
         "expected RESOURCE_EXHAUSTED, got {r:?}"
     );
 }

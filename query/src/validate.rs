@@ -15,8 +15,26 @@ use watchtrail_proto::v1::{
     PutMetricDataRequest, RejectedItem, StatisticPoint, StatisticSet, metric_datum,
 };
 
-use super::limits::*;
-use crate::error::{Error, Result};
+use crate::limits::*;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A malformed request: the field path (with indexes) and what is wrong.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Path of the offending field, e.g. `metric_data[3].dimensions[2].value`.
+        field: String,
+        /// The rule that was broken.
+        reason: String,
+    },
+    /// A request over a size or count limit.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// The result of a check.
+pub type Result<T> = std::result::Result<T, Refused>;
 
 /// A validated request in canonical form, with what was rejected from it.
 #[derive(Debug)]
@@ -29,8 +47,8 @@ pub struct Validated<T> {
     pub accepted: u64,
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::InvalidArgument {
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Refused {
+    Refused::Invalid {
         field: field.into(),
         reason: reason.into(),
     }
@@ -39,7 +57,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
 /// Checks an idempotency id: 1-128 printable ASCII characters.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `idempotency_id`.
+/// [`Refused::Invalid`] naming `idempotency_id`.
 pub fn validate_idempotency_id(id: &str) -> Result<()> {
     if id.is_empty()
         || id.len() > MAX_IDEMPOTENCY_ID_LEN
@@ -235,7 +253,7 @@ fn window_reason(w: Window) -> &'static str {
 /// Validates a PutMetricData request and folds it into series form.
 ///
 /// # Errors
-/// [`Error::TooLarge`] over the entry or byte limits; [`Error::InvalidArgument`] naming the first
+/// [`Refused::TooLarge`] over the entry or byte limits; [`Refused::Invalid`] naming the first
 /// malformed field.
 pub fn validate_metrics(
     req: PutMetricDataRequest,
@@ -244,7 +262,7 @@ pub fn validate_metrics(
     validate_idempotency_id(&req.idempotency_id)?;
     let entries = req.metric_data.len() + req.series.len();
     if entries > MAX_METRIC_ENTRIES {
-        return Err(Error::TooLarge(format!(
+        return Err(Refused::TooLarge(format!(
             "metric_data + series: at most {MAX_METRIC_ENTRIES} entries per request, got {entries}"
         )));
     }
@@ -256,7 +274,7 @@ pub fn validate_metrics(
     }
     let size = req.encoded_len();
     if size > MAX_METRIC_REQUEST_BYTES {
-        return Err(Error::TooLarge(format!(
+        return Err(Refused::TooLarge(format!(
             "request is {size} bytes; at most {MAX_METRIC_REQUEST_BYTES} per PutMetricData"
         )));
     }
@@ -471,7 +489,7 @@ pub fn validate_metrics(
 /// Checks a log group name: 1-512 of `. - _ / # A-Z a-z 0-9`, not starting with `aws/`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `field`.
+/// [`Refused::Invalid`] naming `field`.
 pub fn check_log_group(field: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_LOG_NAME_LEN {
         return Err(invalid(
@@ -504,7 +522,7 @@ pub fn check_log_group(field: &str, name: &str) -> Result<()> {
 /// Checks a log stream name: 1-512 characters, no `:` or `*`, no control characters.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `field`.
+/// [`Refused::Invalid`] naming `field`.
 pub fn check_log_stream(field: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_LOG_NAME_LEN {
         return Err(invalid(
@@ -524,7 +542,7 @@ pub fn check_log_stream(field: &str, name: &str) -> Result<()> {
 /// Validates a PutLogEvents request with CloudWatch Logs' rules.
 ///
 /// # Errors
-/// [`Error::TooLarge`] over the count or byte limits; [`Error::InvalidArgument`] for bad names,
+/// [`Refused::TooLarge`] over the count or byte limits; [`Refused::Invalid`] for bad names,
 /// empty or oversize messages, events out of order or a batch spanning more than 24 hours.
 pub fn validate_logs(
     req: PutLogEventsRequest,
@@ -538,7 +556,7 @@ pub fn validate_logs(
         return Err(invalid("log_events", "at least one event is required"));
     }
     if n > MAX_LOG_EVENTS {
-        return Err(Error::TooLarge(format!(
+        return Err(Refused::TooLarge(format!(
             "log_events: at most {MAX_LOG_EVENTS} events per request, got {n}"
         )));
     }
@@ -563,7 +581,7 @@ pub fn validate_logs(
         .map(|e| e.message.len() + LOG_EVENT_OVERHEAD)
         .sum();
     if batch > MAX_LOG_BATCH_BYTES {
-        return Err(Error::TooLarge(format!(
+        return Err(Refused::TooLarge(format!(
             "log_events: batch is {batch} bytes (messages + {LOG_EVENT_OVERHEAD} per event); at most {MAX_LOG_BATCH_BYTES}"
         )));
     }
@@ -632,7 +650,7 @@ pub fn validate_logs(
 /// Validates a PutAuditEvents request: sizes, JSON syntax and the required CloudTrail fields.
 ///
 /// # Errors
-/// [`Error::TooLarge`] over the count or byte limits; [`Error::InvalidArgument`] naming the
+/// [`Refused::TooLarge`] over the count or byte limits; [`Refused::Invalid`] naming the
 /// record, and for malformed JSON the line and column.
 pub fn validate_audit(req: PutAuditEventsRequest) -> Result<Validated<PutAuditEventsRequest>> {
     validate_idempotency_id(&req.idempotency_id)?;
@@ -641,13 +659,13 @@ pub fn validate_audit(req: PutAuditEventsRequest) -> Result<Validated<PutAuditEv
         return Err(invalid("records", "at least one record is required"));
     }
     if n > MAX_AUDIT_RECORDS {
-        return Err(Error::TooLarge(format!(
+        return Err(Refused::TooLarge(format!(
             "records: at most {MAX_AUDIT_RECORDS} per request, got {n}"
         )));
     }
     let size = req.encoded_len();
     if size > MAX_AUDIT_REQUEST_BYTES {
-        return Err(Error::TooLarge(format!(
+        return Err(Refused::TooLarge(format!(
             "request is {size} bytes; at most {MAX_AUDIT_REQUEST_BYTES} per PutAuditEvents"
         )));
     }
@@ -662,7 +680,7 @@ pub fn validate_audit(req: PutAuditEventsRequest) -> Result<Validated<PutAuditEv
                 ),
             ));
         }
-        super::audit_json::parse_event(json)
+        crate::cloudtrail::parse_event(json)
             .map_err(|e| invalid(format!("{p}{}", e.field), e.reason))?;
     }
     let accepted = n as u64;

@@ -45,7 +45,7 @@ pub const MAX_FUTURE_MS: i64 = 2 * 3_600_000;
 pub const MAX_IDEMPOTENCY_ID_LEN: usize = 128;
 
 /// The 27 CloudWatch `StandardUnit` values.
-pub use watchtrail_query::units::UNITS;
+pub use crate::units::UNITS;
 
 #[cfg(test)]
 mod tests {
