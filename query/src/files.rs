@@ -1,7 +1,8 @@
 //! Parquet encoding of table data: one place decides compression, encodings and row groups.
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::row::{RowConverter, SortField};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -17,6 +18,12 @@ pub const ROW_GROUP_ROWS: usize = 1 << 20;
 
 /// Writer settings for a table kind: ZSTD everywhere, delta-encoded timestamps, dictionaries
 /// for the low-cardinality columns (the default), page statistics for pruning.
+///
+/// Two kinds of column are left out of the defaults, because they cost the writer a comparison
+/// or a hash per value and give a reader nothing: the `dimensions` map's keys and values get no
+/// statistics (no engine prunes on the min and max of a map entry), and free text (`message`,
+/// `eventjson`) gets neither statistics nor a dictionary (nearly every value is new, so the
+/// dictionary only fills up and falls back to plain).
 pub fn writer_properties(kind: TableKind) -> WriterProperties {
     let time = ColumnPath::from(kind.time_column());
     let mut b = WriterProperties::builder()
@@ -25,37 +32,128 @@ pub fn writer_properties(kind: TableKind) -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(time.clone(), false)
         .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED);
-    if kind == TableKind::Logs {
-        let ingest = ColumnPath::from("ingest_time");
-        b = b
-            .set_column_dictionary_enabled(ingest.clone(), false)
-            .set_column_encoding(ingest, Encoding::DELTA_BINARY_PACKED);
+    match kind {
+        TableKind::Metrics => {
+            // Floats: byte-stream-split (each byte of the eight in a stream of its own) lets
+            // ZSTD find the slow-moving exponent and high mantissa bytes. On TSBS's values it
+            // stores 0.46 bytes a value, against 0.65 with a dictionary.
+            for col in ["value", "sum", "min", "max"] {
+                let path = ColumnPath::from(col);
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+            }
+            for leaf in ["key", "value"] {
+                let path =
+                    ColumnPath::new(vec!["dimensions".into(), "key_value".into(), leaf.into()]);
+                b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+            }
+        }
+        TableKind::Logs => {
+            let ingest = ColumnPath::from("ingest_time");
+            b = b
+                .set_column_dictionary_enabled(ingest.clone(), false)
+                .set_column_encoding(ingest, Encoding::DELTA_BINARY_PACKED);
+            b = free_text(b, "message");
+        }
+        TableKind::Audit => b = free_text(b, "eventjson"),
+        TableKind::AlarmHistory | TableKind::WebhookDeliveries => {}
     }
     b.build()
 }
 
-/// Sorts rows by the kind's natural order (logs: group, stream, time; audit: event source,
-/// event name, time). Metrics arrive sorted from their buffer.
-///
-/// # Errors
-/// Arrow errors (a broken invariant: the columns exist and are sortable).
-pub fn sort_batch(kind: TableKind, batch: &RecordBatch) -> Result<RecordBatch> {
-    let keys: &[&str] = match kind {
+fn free_text(
+    b: parquet::file::properties::WriterPropertiesBuilder,
+    column: &str,
+) -> parquet::file::properties::WriterPropertiesBuilder {
+    let path = ColumnPath::from(column);
+    b.set_column_dictionary_enabled(path.clone(), false)
+        .set_column_statistics_enabled(path, EnabledStatistics::None)
+}
+
+/// The columns of a kind's storage order (logs: group, stream, time; audit: event source,
+/// event name, time).
+fn sort_keys(kind: TableKind) -> &'static [&'static str] {
+    match kind {
         TableKind::Logs => &["log_group", "log_stream", "time"],
         TableKind::Audit => &["eventsource", "eventname", "eventtime"],
         TableKind::Metrics => &["namespace", "metric_name", "time"],
         TableKind::AlarmHistory | TableKind::WebhookDeliveries => &["alarm_name", "time"],
-    };
-    let columns: Vec<SortColumn> = keys
+    }
+}
+
+fn key_columns(kind: TableKind, batch: &RecordBatch) -> Vec<ArrayRef> {
+    sort_keys(kind)
         .iter()
         .filter_map(|k| batch.column_by_name(k))
-        .map(|c| SortColumn {
-            values: std::sync::Arc::clone(c),
+        .map(std::sync::Arc::clone)
+        .collect()
+}
+
+/// Sorts rows by the kind's storage order. Metrics arrive sorted from their buffer.
+///
+/// # Errors
+/// Arrow errors (a broken invariant: the columns exist and are sortable).
+pub fn sort_batch(kind: TableKind, batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns: Vec<SortColumn> = key_columns(kind, batch)
+        .into_iter()
+        .map(|values| SortColumn {
+            values,
             options: None,
         })
         .collect();
     let indices = lexsort_to_indices(&columns, None)?;
     Ok(take_record_batch(batch, &indices)?)
+}
+
+/// `batches` in the kind's storage order, copying as little as it can.
+///
+/// Logs usually come in already ordered: a request is one stream, its events in time order, and
+/// a stream's requests follow each other in time. When each batch is sorted and the batches,
+/// ordered by their first row, do not overlap, they are returned in that order as they are (no
+/// row is copied; the memory a flush needs stays the buffer's own). Otherwise, all rows are
+/// concatenated and sorted.
+///
+/// # Errors
+/// Arrow errors (a broken invariant: the columns exist and are sortable).
+pub fn in_storage_order(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let fields: Vec<SortField> = key_columns(kind, first)
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    // Per batch: whether it is sorted, and its first and last keys in the row format.
+    let mut spans = Vec::with_capacity(batches.len());
+    let mut ordered = true;
+    for (i, b) in batches.iter().enumerate() {
+        if b.num_rows() == 0 {
+            continue;
+        }
+        let rows = converter.convert_columns(&key_columns(kind, b))?;
+        let sorted = (1..rows.num_rows()).all(|r| rows.row(r - 1) <= rows.row(r));
+        if !sorted {
+            ordered = false;
+            break;
+        }
+        let first = rows.row(0).owned();
+        let last = rows.row(rows.num_rows() - 1).owned();
+        spans.push((first, last, i));
+    }
+    if ordered {
+        spans.sort_by(|a, b| a.0.cmp(&b.0));
+        ordered = spans.windows(2).all(|w| w[0].1 <= w[1].0);
+    }
+    if ordered {
+        return Ok(spans
+            .into_iter()
+            .map(|(_, _, i)| batches[i].clone())
+            .collect());
+    }
+    let all = arrow::compute::concat_batches(&first.schema(), batches)?;
+    Ok(vec![sort_batch(kind, &all)?])
 }
 
 /// Streams batches (already in storage order) into one Parquet file, tracking the statistics
@@ -105,5 +203,88 @@ impl ParquetEncoder {
     pub fn finish(self) -> Result<(Bytes, FileStats)> {
         let bytes = self.writer.into_inner()?;
         Ok((Bytes::from(bytes), self.stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray, StringArray, TimestampMicrosecondArray};
+
+    use super::*;
+
+    /// A log batch of one stream with these times (messages name stream and time).
+    fn logs(stream: &str, times: &[i64]) -> RecordBatch {
+        let n = times.len();
+        let ts = || Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC"));
+        let text = |f: &dyn Fn(i64) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(times.iter().map(|&t| f(t))))
+        };
+        RecordBatch::try_new(
+            TableKind::Logs.schema(),
+            vec![
+                ts(),
+                ts(),
+                text(&|_| "/app".to_string()),
+                text(&|_| stream.to_string()),
+                text(&|t| format!("{stream}@{t}")),
+                Arc::new(StringArray::new_null(n)),
+                Arc::new(StringArray::new_null(n)),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn messages(batches: &[RecordBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let m = b
+                    .column_by_name("message")
+                    .expect("message")
+                    .as_string::<i32>();
+                (0..m.len())
+                    .map(|i| m.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ordered_streams_are_reordered_without_copying_rows() {
+        // Two streams' requests interleaved as they arrived, each in time order.
+        let input = vec![
+            logs("b", &[1, 2]),
+            logs("a", &[5, 6]),
+            logs("b", &[3, 9]),
+            logs("a", &[7]),
+        ];
+        let out = in_storage_order(TableKind::Logs, &input).expect("order");
+        assert_eq!(
+            messages(&out),
+            ["a@5", "a@6", "a@7", "b@1", "b@2", "b@3", "b@9"]
+        );
+        assert_eq!(out.len(), 4, "the batches themselves, not one merged copy");
+        let same = |o: &RecordBatch, i: &RecordBatch| {
+            o.column_by_name("message").expect("m").to_data().buffers()[1].as_ptr()
+                == i.column_by_name("message").expect("m").to_data().buffers()[1].as_ptr()
+        };
+        assert!(same(&out[0], &input[1]) && same(&out[3], &input[2]));
+    }
+
+    #[test]
+    fn overlapping_or_unsorted_batches_are_sorted_as_a_whole() {
+        let overlapping = vec![logs("a", &[1, 5]), logs("a", &[3, 4])];
+        let out = in_storage_order(TableKind::Logs, &overlapping).expect("order");
+        assert_eq!(messages(&out), ["a@1", "a@3", "a@4", "a@5"]);
+        let unsorted = vec![logs("a", &[2, 1]), logs("b", &[0])];
+        let out = in_storage_order(TableKind::Logs, &unsorted).expect("order");
+        assert_eq!(messages(&out), ["a@1", "a@2", "b@0"]);
+        assert!(
+            in_storage_order(TableKind::Logs, &[])
+                .expect("empty")
+                .is_empty()
+        );
     }
 }

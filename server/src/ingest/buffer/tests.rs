@@ -282,3 +282,40 @@ fn log_rows_carry_origin_and_ingest_time() {
         99_000
     );
 }
+
+#[test]
+fn the_counting_sort_orders_by_series_rank_then_time() {
+    let mut rng = watchtrail_query::fuzz::Rng::from_env();
+    let series = 37;
+    let rank: Vec<u32> = {
+        // A permutation of the series ids.
+        let mut r: Vec<u32> = (0..series).collect();
+        for i in (1..r.len()).rev() {
+            r.swap(i, rng.below(i + 1));
+        }
+        r
+    };
+    let rows: Vec<MetricRow> = (0..5_000)
+        .map(|i| MetricRow {
+            series: rng.below(series as usize) as u32,
+            // Mostly in time order, with some points late.
+            time_us: if rng.below(10) == 0 {
+                rng.below(5_000) as i64
+            } else {
+                i
+            },
+            kind_stats: None,
+            value: i as f64,
+        })
+        .collect();
+    let order = sort_by_rank_then_time(&rows, &rank);
+    let sorted: Vec<MetricRow> = order.iter().map(|&i| rows[i as usize]).collect();
+    let key = |r: &MetricRow| (rank[r.series as usize], r.time_us);
+    let mut expected: Vec<(u32, i64)> = rows.iter().map(key).collect();
+    expected.sort_unstable();
+    assert_eq!(sorted.iter().map(key).collect::<Vec<_>>(), expected);
+    // Every row is there once (values are unique).
+    let mut values: Vec<i64> = sorted.iter().map(|r| r.value as i64).collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..5_000).collect::<Vec<_>>());
+}

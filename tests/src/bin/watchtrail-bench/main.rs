@@ -330,13 +330,70 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
     }
 }
 
-fn stop_server(mut s: Server) -> anyhow::Result<()> {
+/// Stops the server with SIGTERM and waits for its drain; answers its peak RSS in MiB over its
+/// whole life, the drain included (sampled until it exits).
+fn stop_server(mut s: Server) -> anyhow::Result<f64> {
+    let pid = s.child.id();
     Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()?;
-    let status = s.child.wait()?;
+    let mut peak = peak_rss_mib(pid);
+    let status = loop {
+        if let Some(status) = s.child.try_wait()? {
+            break status;
+        }
+        peak = peak.max(peak_rss_mib(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    };
     if !status.success() {
         bail!("server exited with {status}");
+    }
+    Ok(peak)
+}
+
+/// Compressed bytes per column path over every Parquet file under `dir`, largest first, with
+/// the total row count.
+fn column_sizes(dir: &Path) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
+    use watchtrail_query::deltalake::parquet::file::reader::{
+        FileReader as _, SerializedFileReader,
+    };
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".parquet") {
+                files.push(p);
+            }
+        }
+    }
+    let mut rows = 0u64;
+    let mut sizes: std::collections::BTreeMap<String, u64> = Default::default();
+    for f in files {
+        let reader = SerializedFileReader::new(std::fs::File::open(&f)?)?;
+        let meta = reader.metadata();
+        rows += meta.file_metadata().num_rows() as u64;
+        for rg in meta.row_groups() {
+            for c in rg.columns() {
+                *sizes.entry(c.column_path().string()).or_default() += c.compressed_size() as u64;
+            }
+        }
+    }
+    let mut sizes: Vec<(String, u64)> = sizes.into_iter().collect();
+    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok((rows, sizes))
+}
+
+fn print_column_sizes(dir: &Path) -> anyhow::Result<()> {
+    let (rows, sizes) = column_sizes(dir)?;
+    println!("\n| column | bytes | bytes/row |\n|---|---:|---:|");
+    for (name, bytes) in sizes {
+        println!(
+            "| `{name}` | {bytes} | {:.3} |",
+            bytes as f64 / rows.max(1) as f64
+        );
     }
     Ok(())
 }
@@ -394,20 +451,22 @@ async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow
     }
     let ingest = started.elapsed();
     let cpu = cpu_seconds(pid) - cpu0;
-    let rss_ingest = peak_rss_mib(pid);
     let flush_started = Instant::now();
     let store = server.store.clone();
-    stop_server(server)?;
+    let rss = stop_server(server)?;
     let drain = flush_started.elapsed();
     let bytes = dir_bytes(&store, ".parquet");
+    // Sustained: every point acknowledged *and* committed to the table, over the whole time.
     println!(
-        "| Watchtrail | {points} | {:.0} | {:.2} | {:.3} | {rss_ingest:.0} | {:.1} | drain on SIGTERM {:.1} s |",
+        "| Watchtrail | {points} | {:.0} | {:.2} | {:.0} | {:.1} | {:.3} | {rss:.0} | {:.1} |",
         acked as f64 / ingest.as_secs_f64(),
         ingest.as_secs_f64(),
+        points as f64 / (ingest + drain).as_secs_f64(),
+        drain.as_secs_f64(),
         bytes as f64 / points as f64,
         cpu,
-        drain.as_secs_f64()
     );
+    print_column_sizes(&store)?;
     if acked != points {
         bail!("acked {acked} of {points}");
     }
@@ -519,6 +578,7 @@ async fn bench_logs(root: &Path, megabytes: usize, concurrency: usize) -> anyhow
     let server = start_server(dir.path(), &[])?;
     let pid = server.child.id();
     let c = client(&server.grpc).await?;
+    let cpu0 = cpu_seconds(pid);
     let started = Instant::now();
     let mut results = futures::stream::iter(requests.into_iter().enumerate().map(|(i, events)| {
         let mut c = c.clone();
@@ -540,13 +600,22 @@ async fn bench_logs(root: &Path, megabytes: usize, concurrency: usize) -> anyhow
         acked += r.context("put_log_events")?;
     }
     let elapsed = started.elapsed();
-    let rss = peak_rss_mib(pid);
-    stop_server(server)?;
+    let cpu = cpu_seconds(pid) - cpu0;
+    let drain_started = Instant::now();
+    let store = server.store.clone();
+    let rss = stop_server(server)?;
+    let drain = drain_started.elapsed();
+    let stored = dir_bytes(&store, ".parquet");
+    // Sustained: acknowledged and committed, over the whole time.
     println!(
-        "| Watchtrail logs ingest | {:.0} MB | {acked} lines | {:.1} MB/s | {rss:.0} MiB peak RSS |",
+        "| Watchtrail `PutLogEvents`, fsync on | {:.0} MB | {acked} | {:.1} | {:.1} | {:.1} s | {:.1} MB | {rss:.0} MiB | {cpu:.1} |",
         bytes as f64 / 1e6,
-        bytes as f64 / 1e6 / elapsed.as_secs_f64()
+        bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        bytes as f64 / 1e6 / (elapsed + drain).as_secs_f64(),
+        drain.as_secs_f64(),
+        stored as f64 / 1e6,
     );
+    print_column_sizes(&store)?;
     let raw = dir.path().join("raw.log");
     std::fs::write(&raw, lines.join("\n"))?;
     let started = Instant::now();
@@ -559,7 +628,7 @@ async fn bench_logs(root: &Path, megabytes: usize, concurrency: usize) -> anyhow
         bail!("zstd failed");
     }
     println!(
-        "| zstd -3 -T1, same bytes | {:.0} MB | | {:.1} MB/s | |",
+        "| zstd -3 -T1, same bytes | {:.0} MB | | {:.1} | | | | | |",
         bytes as f64 / 1e6,
         bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
     );
