@@ -308,11 +308,13 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // The addresses are written as soon as the ports are bound; the first admin key a
+        // moment later, once the key store has been checked.
         if let Ok(t) = std::fs::read_to_string(&addr_file)
             && let [g, h, ..] = t.lines().collect::<Vec<_>>()[..]
+            && let Ok(key) = std::fs::read_to_string(dir.join("admin.key"))
+            && key.trim().len() > 3
         {
-            let key = std::fs::read_to_string(dir.join("admin.key"))
-                .context("the server wrote no admin.key")?;
             if let Ok(mut k) = KEY.write() {
                 *k = key.trim().to_string();
             }
@@ -382,7 +384,7 @@ fn column_sizes(dir: &Path) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
         }
     }
     let mut sizes: Vec<(String, u64)> = sizes.into_iter().collect();
-    sizes.sort_by(|a, b| b.1.cmp(&a.1));
+    sizes.sort_by_key(|s| std::cmp::Reverse(s.1));
     Ok((rows, sizes))
 }
 
