@@ -357,24 +357,34 @@ impl Chunk {
         }
     }
 
-    /// Encodes the chunk as one Parquet file in storage order.
+    /// Encodes the chunk as Parquet files in storage order: one for metrics, and for logs and
+    /// audit one per hour window its rows fall in (nearly always one; see
+    /// [`watchtrail_query::files::split_by_window`]).
     ///
     /// # Errors
     /// Arrow or Parquet errors (a broken invariant).
     pub fn encode(
         &self,
         kind: TableKind,
-    ) -> Result<(bytes::Bytes, FileStats), watchtrail_query::Error> {
-        let mut enc = ParquetEncoder::new(kind)?;
+    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_query::Error> {
         match &self.data {
-            ChunkData::Metrics(m) => m.encode(&mut enc)?,
+            ChunkData::Metrics(m) => {
+                let mut enc = ParquetEncoder::new(kind)?;
+                m.encode(&mut enc)?;
+                Ok(vec![enc.finish()?])
+            }
             ChunkData::Batches(b) => {
-                for batch in watchtrail_query::files::in_storage_order(kind, b)? {
-                    enc.write(&batch)?;
+                let mut files = Vec::new();
+                for group in watchtrail_query::files::split_by_window(kind, b)? {
+                    let mut enc = ParquetEncoder::new(kind)?;
+                    for batch in watchtrail_query::files::in_storage_order(kind, &group)? {
+                        enc.write(&batch)?;
+                    }
+                    files.push(enc.finish()?);
                 }
+                Ok(files)
             }
         }
-        enc.finish()
     }
 }
 
