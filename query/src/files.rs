@@ -156,80 +156,6 @@ pub fn in_storage_order(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<
     Ok(vec![sort_batch(kind, &all)?])
 }
 
-/// The time window flushed files are cut by: the compaction window, so that a file never holds
-/// rows of two windows and its time statistics stay tight.
-pub const FILE_WINDOW_US: i64 = 3_600_000_000;
-
-/// Windows beyond this many in one chunk (an import of long history) are not split further:
-/// the rest share the last file rather than making a file per hour of years.
-pub const MAX_FILES_PER_FLUSH: usize = 64;
-
-/// `batches` cut into groups by [`FILE_WINDOW_US`] windows of the kind's time column, in window
-/// order; one group (the batches as they are) when every row falls in one window.
-///
-/// A chunk of live data spans a minute or two, so this is nearly always one group. It matters
-/// when rows of very different times meet in one chunk: an import of last week's CloudTrail
-/// files next to the self-audit events of that very import, stamped now. In one file, those
-/// would make its time range cover the whole week, and no query could prune it.
-///
-/// # Errors
-/// Arrow errors (a broken invariant: the time column exists and is a timestamp).
-pub fn split_by_window(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<Vec<RecordBatch>>> {
-    use arrow::array::{AsArray as _, BooleanArray};
-    use arrow::datatypes::TimestampMicrosecondType;
-    let column = kind.time_column();
-    let window_of = |t: i64| t.div_euclid(FILE_WINDOW_US);
-    let mut windows = std::collections::BTreeSet::new();
-    for b in batches {
-        if let Some(c) = b.column_by_name(column) {
-            let times = c
-                .as_primitive_opt::<TimestampMicrosecondType>()
-                .ok_or_else(|| {
-                    crate::Error::Invalid(format!("{column} is not a timestamp column"))
-                })?;
-            windows.extend(times.values().iter().map(|&t| window_of(t)));
-        }
-    }
-    if windows.len() <= 1 {
-        return Ok(vec![batches.to_vec()]);
-    }
-    let windows: Vec<i64> = windows.into_iter().collect();
-    // Group index of a window: its position, the overflow sharing the last group.
-    let group_of = |w: i64| {
-        windows
-            .binary_search(&w)
-            .unwrap_or_else(|i| i)
-            .min(MAX_FILES_PER_FLUSH - 1)
-    };
-    let groups = windows.len().min(MAX_FILES_PER_FLUSH);
-    let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); groups];
-    for b in batches {
-        let Some(c) = b.column_by_name(column) else {
-            continue;
-        };
-        let Some(times) = c.as_primitive_opt::<TimestampMicrosecondType>() else {
-            continue;
-        };
-        let of_row: Vec<usize> = times
-            .values()
-            .iter()
-            .map(|&t| group_of(window_of(t)))
-            .collect();
-        let first = of_row.first().copied().unwrap_or(0);
-        if of_row.iter().all(|&g| g == first) {
-            out[first].push(b.clone());
-            continue;
-        }
-        for (g, group) in out.iter_mut().enumerate() {
-            let mask: BooleanArray = of_row.iter().map(|&x| Some(x == g)).collect();
-            if mask.true_count() > 0 {
-                group.push(arrow::compute::filter_record_batch(b, &mask)?);
-            }
-        }
-    }
-    Ok(out.into_iter().filter(|g| !g.is_empty()).collect())
-}
-
 /// Streams batches (already in storage order) into one Parquet file, tracking the statistics
 /// Delta's `add` action wants.
 pub struct ParquetEncoder {
@@ -345,27 +271,6 @@ mod tests {
                 == i.column_by_name("message").expect("m").to_data().buffers()[1].as_ptr()
         };
         assert!(same(&out[0], &input[1]) && same(&out[3], &input[2]));
-    }
-
-    #[test]
-    fn rows_of_different_hours_are_cut_into_one_group_per_window() {
-        let hour = FILE_WINDOW_US;
-        // One batch within the first hour, one mixing the first and the third hour.
-        let input = vec![logs("a", &[1, 2]), logs("b", &[3, 2 * hour + 5, 4])];
-        let groups = split_by_window(TableKind::Logs, &input).expect("split");
-        assert_eq!(groups.len(), 2);
-        assert_eq!(messages(&groups[0]), ["a@1", "a@2", "b@3", "b@4"]);
-        assert_eq!(messages(&groups[1]), [format!("b@{}", 2 * hour + 5)]);
-        // One window: the batches as they are.
-        let one = split_by_window(TableKind::Logs, &input[..1]).expect("split");
-        assert_eq!(one.len(), 1);
-        assert_eq!(messages(&one[0]), ["a@1", "a@2"]);
-        // Long history shares the last group past the cap; no row is lost.
-        let times: Vec<i64> = (0..100).map(|h| h * hour).collect();
-        let many = split_by_window(TableKind::Logs, &[logs("c", &times)]).expect("split");
-        assert_eq!(many.len(), MAX_FILES_PER_FLUSH);
-        let rows: usize = many.iter().flatten().map(RecordBatch::num_rows).sum();
-        assert_eq!(rows, 100);
     }
 
     #[test]

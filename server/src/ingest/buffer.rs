@@ -357,34 +357,24 @@ impl Chunk {
         }
     }
 
-    /// Encodes the chunk as Parquet files in storage order: one for metrics, and for logs and
-    /// audit one per hour window its rows fall in (nearly always one; see
-    /// [`watchtrail_query::files::split_by_window`]).
+    /// Encodes the chunk as one Parquet file in storage order.
     ///
     /// # Errors
     /// Arrow or Parquet errors (a broken invariant).
     pub fn encode(
         &self,
         kind: TableKind,
-    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_query::Error> {
+    ) -> Result<(bytes::Bytes, FileStats), watchtrail_query::Error> {
+        let mut enc = ParquetEncoder::new(kind)?;
         match &self.data {
-            ChunkData::Metrics(m) => {
-                let mut enc = ParquetEncoder::new(kind)?;
-                m.encode(&mut enc)?;
-                Ok(vec![enc.finish()?])
-            }
+            ChunkData::Metrics(m) => m.encode(&mut enc)?,
             ChunkData::Batches(b) => {
-                let mut files = Vec::new();
-                for group in watchtrail_query::files::split_by_window(kind, b)? {
-                    let mut enc = ParquetEncoder::new(kind)?;
-                    for batch in watchtrail_query::files::in_storage_order(kind, &group)? {
-                        enc.write(&batch)?;
-                    }
-                    files.push(enc.finish()?);
+                for batch in watchtrail_query::files::in_storage_order(kind, b)? {
+                    enc.write(&batch)?;
                 }
-                Ok(files)
             }
         }
+        enc.finish()
     }
 }
 

@@ -253,12 +253,10 @@ fn log_rows_carry_origin_and_ingest_time() {
         tenant: "t".into(),
         kind: TableKind::Logs,
     };
-    let mut files = b.tables[&key]
+    let (bytes, stats) = b.tables[&key]
         .pending
         .encode(TableKind::Logs)
         .expect("encode");
-    assert_eq!(files.len(), 1);
-    let (bytes, stats) = files.remove(0);
     assert!(!bytes.is_empty());
     assert_eq!(stats.num_records, 1);
     assert_eq!(stats.time_range, Some((5_000, 5_000)));
@@ -320,46 +318,4 @@ fn the_counting_sort_orders_by_series_rank_then_time() {
     let mut values: Vec<i64> = sorted.iter().map(|r| r.value as i64).collect();
     values.sort_unstable();
     assert_eq!(values, (0..5_000).collect::<Vec<_>>());
-}
-
-#[test]
-fn a_chunk_of_last_week_and_now_flushes_to_one_file_per_hour_window() {
-    let mut b = Buffers::default();
-    let rec = |seq: u64, events: &[(&str, &str)]| {
-        WalRecord {
-        seq,
-        tenant: "t".into(),
-        kind: u32::from(TableKind::Audit.tag()),
-        audit: Some(PutAuditEventsRequest {
-            idempotency_id: format!("a{seq}"),
-            records: events
-                .iter()
-                .map(|(id, time)| AuditRecord {
-                    json: format!(r#"{{"eventID":"{id}","eventTime":"{time}","eventSource":"s3.amazonaws.com"}}"#),
-                })
-                .collect(),
-        }),
-        ..Default::default()
-    }
-    };
-    // An import of old events, and the self-audit event of that import, stamped now.
-    b.apply(
-        rec(
-            1,
-            &[
-                ("old-1", "2023-07-10T11:40:13Z"),
-                ("old-2", "2023-07-10T11:59:59Z"),
-            ],
-        ),
-        None,
-    );
-    b.apply(rec(2, &[("self", "2026-12-02T02:00:00Z")]), None);
-    let key = TableKey {
-        tenant: "t".into(),
-        kind: TableKind::Audit,
-    };
-    let chunk = b.freeze(&key).expect("pending rows");
-    let files = chunk.encode(TableKind::Audit).expect("encode");
-    let rows: Vec<i64> = files.iter().map(|(_, s)| s.num_records).collect();
-    assert_eq!(rows, [2, 1], "the old hour and the current one, apart");
 }
