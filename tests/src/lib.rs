@@ -588,34 +588,23 @@ async fn sigterm_and_wait(mut c: Child, what: &str, limit: Duration, log: &Path)
 
 /// Whether the gRPC health check over `ch` answers SERVING.
 pub async fn grpc_health(ch: Channel) -> bool {
-    tonic_health_client(ch).await.is_ok_and(|serving| serving)
-}
-
-async fn tonic_health_client(ch: Channel) -> Result<bool, ()> {
-    {
-        // The health service's wire format is two tiny messages; calling it through the generic
-        // gRPC client keeps tonic-health out of the test build.
-        let mut grpc = watchtrail_proto::tonic::client::Grpc::new(ch);
-        grpc.ready().await.map_err(|_| ())?;
-        let path = watchtrail_proto::tonic::codegen::http::uri::PathAndQuery::from_static(
-            "/grpc.health.v1.Health/Check",
-        );
-        let codec = watchtrail_proto::tonic_prost::ProstCodec::<
-            HealthCheckRequest,
-            HealthCheckResponse,
-        >::default();
-        let resp = grpc
-            .unary(
-                watchtrail_proto::tonic::Request::new(HealthCheckRequest {
-                    service: String::new(),
-                }),
-                path,
-                codec,
-            )
-            .await
-            .map_err(|_| ())?;
-        Ok(resp.into_inner().status == 1)
+    // The health service's wire format is two tiny messages; calling it through the generic
+    // gRPC client keeps tonic-health out of the test build.
+    let mut grpc = watchtrail_proto::tonic::client::Grpc::new(ch);
+    if grpc.ready().await.is_err() {
+        return false;
     }
+    let path = watchtrail_proto::tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/grpc.health.v1.Health/Check",
+    );
+    let codec =
+        watchtrail_proto::tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+    let request = watchtrail_proto::tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    grpc.unary(request, path, codec)
+        .await
+        .is_ok_and(|resp| resp.into_inner().status == 1)
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -204,19 +204,29 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn dir_bytes(dir: &Path, suffix: &str) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
+/// Every file under `dir`, recursively, whose name ends with `suffix`.
+fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {
-                total += dir_bytes(&p, suffix);
+                stack.push(p);
             } else if p.to_string_lossy().ends_with(suffix) {
-                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+                files.push(p);
             }
         }
     }
-    total
+    files
+}
+
+fn dir_bytes(dir: &Path, suffix: &str) -> u64 {
+    files_under(dir, suffix)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Peak resident set (VmHWM) of a process, in MiB.
@@ -359,18 +369,7 @@ fn column_sizes(dir: &Path) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
     use watchtrail_query::deltalake::parquet::file::reader::{
         FileReader as _, SerializedFileReader,
     };
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(".parquet") {
-                files.push(p);
-            }
-        }
-    }
+    let files = files_under(dir, ".parquet");
     let mut rows = 0u64;
     let mut sizes: std::collections::BTreeMap<String, u64> = Default::default();
     for f in files {
