@@ -156,6 +156,76 @@ pub fn in_storage_order(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<
     Ok(vec![sort_batch(kind, &all)?])
 }
 
+/// The time window flushed files are cut by: the compaction window, so that a file never holds
+/// rows of two windows and its time statistics stay tight.
+pub const FILE_WINDOW_US: i64 = 3_600_000_000;
+
+/// Windows beyond this many in one chunk (an import of long history in no particular order)
+/// are not split further: the rest share the last file rather than making a small file per
+/// hour of years. Compaction merges them later.
+pub const MAX_FILES_PER_FLUSH: usize = 16;
+
+/// `batches` cut into groups by [`FILE_WINDOW_US`] windows of the kind's time column, in window
+/// order; one group (the batches as they are) when every row falls in one window.
+///
+/// A chunk of live data spans a minute or two, so this is nearly always one group. It matters
+/// when rows of very different times meet in one chunk: an import of last week's CloudTrail
+/// files next to the self-audit events of that very import, stamped now. In one file, those
+/// would make its time range cover the whole week, and no query could prune it.
+///
+/// A batch whose rows all fall in one window moves whole; a mixed one is cut with one `take`
+/// per window it touches, so the cost is one pass over the rows whatever the window count.
+///
+/// # Errors
+/// Arrow errors (a broken invariant: the time column exists and is a timestamp).
+pub fn split_by_window(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<Vec<RecordBatch>>> {
+    use arrow::array::{AsArray as _, UInt32Array};
+    use arrow::datatypes::TimestampMicrosecondType;
+    let column = kind.time_column();
+    let window_of = |t: i64| t.div_euclid(FILE_WINDOW_US);
+    let times = |b: &RecordBatch| {
+        b.column_by_name(column)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned())
+            .ok_or_else(|| crate::Error::Invalid(format!("{column} is not a timestamp column")))
+    };
+    let mut windows = std::collections::BTreeSet::new();
+    for b in batches {
+        windows.extend(times(b)?.values().iter().map(|&t| window_of(t)));
+    }
+    if windows.len() <= 1 {
+        return Ok(vec![batches.to_vec()]);
+    }
+    let windows: Vec<i64> = windows.into_iter().collect();
+    let groups = windows.len().min(MAX_FILES_PER_FLUSH);
+    // The group of a window: its rank, the overflow sharing the last group.
+    let group_of = |t: i64| {
+        windows
+            .binary_search(&window_of(t))
+            .unwrap_or_else(|i| i)
+            .min(groups - 1)
+    };
+    let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); groups];
+    let mut picks: Vec<Vec<u32>> = vec![Vec::new(); groups];
+    for b in batches {
+        let t = times(b)?;
+        let first = t.values().first().map_or(0, |&x| group_of(x));
+        if t.values().iter().all(|&x| group_of(x) == first) {
+            out[first].push(b.clone());
+            continue;
+        }
+        for (row, &x) in t.values().iter().enumerate() {
+            picks[group_of(x)].push(row as u32);
+        }
+        for (g, rows) in picks.iter_mut().enumerate() {
+            if !rows.is_empty() {
+                let indices = UInt32Array::from(std::mem::take(rows));
+                out[g].push(arrow::compute::take_record_batch(b, &indices)?);
+            }
+        }
+    }
+    Ok(out.into_iter().filter(|g| !g.is_empty()).collect())
+}
+
 /// Streams batches (already in storage order) into one Parquet file, tracking the statistics
 /// Delta's `add` action wants.
 pub struct ParquetEncoder {
@@ -271,6 +341,28 @@ mod tests {
                 == i.column_by_name("message").expect("m").to_data().buffers()[1].as_ptr()
         };
         assert!(same(&out[0], &input[1]) && same(&out[3], &input[2]));
+    }
+
+    #[test]
+    fn rows_of_different_hours_are_cut_into_one_group_per_window() {
+        let hour = FILE_WINDOW_US;
+        // One batch within the first hour, one mixing the first and the third hour.
+        let input = vec![logs("a", &[1, 2]), logs("b", &[3, 2 * hour + 5, 4])];
+        let groups = split_by_window(TableKind::Logs, &input).expect("split");
+        assert_eq!(groups.len(), 2);
+        assert_eq!(messages(&groups[0]), ["a@1", "a@2", "b@3", "b@4"]);
+        assert_eq!(messages(&groups[1]), [format!("b@{}", 2 * hour + 5)]);
+        // One window: the batches as they are.
+        let one = split_by_window(TableKind::Logs, &input[..1]).expect("split");
+        assert_eq!(one.len(), 1);
+        assert_eq!(messages(&one[0]), ["a@1", "a@2"]);
+        // Long history shares the last group past the cap; no row is lost.
+        let times: Vec<i64> = (0..100).map(|h| h * hour).collect();
+        let many = split_by_window(TableKind::Logs, &[logs("c", &times)]).expect("split");
+        assert_eq!(many.len(), MAX_FILES_PER_FLUSH);
+        let rows: usize = many.iter().flatten().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 100);
+        assert_eq!(many[0].iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
     }
 
     #[test]

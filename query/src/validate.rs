@@ -47,6 +47,9 @@ pub struct Validated<T> {
     pub accepted: u64,
 }
 
+/// A field path, built only when an error names it: valid input formats nothing.
+type Path<'a> = &'a dyn Fn() -> String;
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Refused {
     Refused::Invalid {
         field: field.into(),
@@ -73,10 +76,10 @@ pub fn validate_idempotency_id(id: &str) -> Result<()> {
 
 /// A CloudWatch name: ASCII, 1..=max chars, no control characters, not starting with `:`, at
 /// least one non-whitespace character.
-fn check_cw_name(field: &str, value: &str, max: usize) -> Result<()> {
+fn check_cw_name(field: Path<'_>, value: &str, max: usize) -> Result<()> {
     if value.is_empty() || value.len() > max {
         return Err(invalid(
-            field,
+            field(),
             format!("must be 1-{max} characters, got {}", value.len()),
         ));
     }
@@ -85,68 +88,71 @@ fn check_cw_name(field: &str, value: &str, max: usize) -> Result<()> {
         .find(|c| !c.is_ascii() || c.is_ascii_control())
     {
         return Err(invalid(
-            field,
+            field(),
             format!("must be printable ASCII, found {c:?}"),
         ));
     }
     if value.starts_with(':') {
-        return Err(invalid(field, "must not start with `:`"));
+        return Err(invalid(field(), "must not start with `:`"));
     }
     if value.trim().is_empty() {
-        return Err(invalid(field, "must contain a non-whitespace character"));
+        return Err(invalid(field(), "must contain a non-whitespace character"));
     }
     Ok(())
 }
 
-fn check_namespace(field: &str, ns: &str) -> Result<()> {
+fn check_namespace(field: Path<'_>, ns: &str) -> Result<()> {
     check_cw_name(field, ns, MAX_NAME_LEN)?;
     if let Some(c) = ns.chars().find(|c| {
         !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | '#' | ':' | ' '))
     }) {
         return Err(invalid(
-            field,
+            field(),
             format!("may contain only 0-9 A-Z a-z . - _ / # : and space, found {c:?}"),
         ));
     }
     if ns.starts_with("AWS/") {
         return Err(invalid(
-            field,
+            field(),
             "the `AWS/` prefix is reserved for AWS services",
         ));
     }
     Ok(())
 }
 
-fn check_metric_value(field: &str, v: f64) -> Result<()> {
+fn check_metric_value(field: Path<'_>, v: f64) -> Result<()> {
     if !v.is_finite() {
-        return Err(invalid(field, format!("must be a finite number, got {v}")));
+        return Err(invalid(
+            field(),
+            format!("must be a finite number, got {v}"),
+        ));
     }
     if v.abs() > MAX_METRIC_MAGNITUDE {
         return Err(invalid(
-            field,
+            field(),
             format!("must be within -2^360..2^360, got {v:e}"),
         ));
     }
     Ok(())
 }
 
-fn check_dimensions(prefix: &str, dims: &[Dimension]) -> Result<()> {
+fn check_dimensions(prefix: Path<'_>, dims: &[Dimension]) -> Result<()> {
     if dims.len() > MAX_DIMENSIONS {
         return Err(invalid(
-            format!("{prefix}.dimensions"),
+            format!("{}.dimensions", prefix()),
             format!("at most {MAX_DIMENSIONS} dimensions, got {}", dims.len()),
         ));
     }
     for (j, d) in dims.iter().enumerate() {
         check_cw_name(
-            &format!("{prefix}.dimensions[{j}].name"),
+            &|| format!("{}.dimensions[{j}].name", prefix()),
             &d.name,
             MAX_NAME_LEN,
         )?;
-        let vfield = format!("{prefix}.dimensions[{j}].value");
+        let vfield = || format!("{}.dimensions[{j}].value", prefix());
         if d.value.is_empty() || d.value.len() > MAX_DIMENSION_VALUE_LEN {
             return Err(invalid(
-                vfield,
+                vfield(),
                 format!(
                     "must be 1-{MAX_DIMENSION_VALUE_LEN} characters, got {}",
                     d.value.len()
@@ -159,16 +165,16 @@ fn check_dimensions(prefix: &str, dims: &[Dimension]) -> Result<()> {
             .find(|c| !c.is_ascii() || c.is_ascii_control())
         {
             return Err(invalid(
-                vfield,
+                vfield(),
                 format!("must be printable ASCII, found {c:?}"),
             ));
         }
         if d.value.trim().is_empty() {
-            return Err(invalid(vfield, "must contain a non-whitespace character"));
+            return Err(invalid(vfield(), "must contain a non-whitespace character"));
         }
         if dims[..j].iter().any(|other| other.name == d.name) {
             return Err(invalid(
-                format!("{prefix}.dimensions[{j}].name"),
+                format!("{}.dimensions[{j}].name", prefix()),
                 format!("duplicate dimension `{}`", d.name),
             ));
         }
@@ -176,7 +182,7 @@ fn check_dimensions(prefix: &str, dims: &[Dimension]) -> Result<()> {
     Ok(())
 }
 
-fn check_unit(field: &str, unit: &str) -> Result<String> {
+fn check_unit(field: Path<'_>, unit: &str) -> Result<String> {
     if unit.is_empty() {
         return Ok("None".to_string());
     }
@@ -184,7 +190,7 @@ fn check_unit(field: &str, unit: &str) -> Result<String> {
         Ok(unit.to_string())
     } else {
         Err(invalid(
-            field,
+            field(),
             format!(
                 "`{unit}` is not a CloudWatch unit (e.g. Count, Bytes, Percent, Bytes/Second, None)"
             ),
@@ -192,32 +198,32 @@ fn check_unit(field: &str, unit: &str) -> Result<String> {
     }
 }
 
-fn check_resolution(field: &str, r: i32) -> Result<i32> {
+fn check_resolution(field: Path<'_>, r: i32) -> Result<i32> {
     match r {
         0 | 60 => Ok(60),
         1 => Ok(1),
-        other => Err(invalid(field, format!("must be 1 or 60, got {other}"))),
+        other => Err(invalid(field(), format!("must be 1 or 60, got {other}"))),
     }
 }
 
-fn check_stats(field: &str, s: &StatisticSet) -> Result<()> {
+fn check_stats(field: Path<'_>, s: &StatisticSet) -> Result<()> {
     for (name, v) in [
         ("sample_count", s.sample_count),
         ("sum", s.sum),
         ("minimum", s.minimum),
         ("maximum", s.maximum),
     ] {
-        check_metric_value(&format!("{field}.{name}"), v)?;
+        check_metric_value(&|| format!("{}.{name}", field()), v)?;
     }
     if s.sample_count <= 0.0 {
         return Err(invalid(
-            format!("{field}.sample_count"),
+            format!("{}.sample_count", field()),
             "must be greater than 0",
         ));
     }
     if s.minimum > s.maximum {
         return Err(invalid(
-            format!("{field}.minimum"),
+            format!("{}.minimum", field()),
             "must not exceed maximum",
         ));
     }
@@ -283,15 +289,24 @@ pub fn validate_metrics(
     let mut accepted = 0u64;
 
     for (i, d) in req.metric_data.into_iter().enumerate() {
-        let p = format!("metric_data[{i}]");
-        check_namespace(&format!("{p}.namespace"), &d.namespace)?;
-        check_cw_name(&format!("{p}.metric_name"), &d.metric_name, MAX_NAME_LEN)?;
+        let p = || format!("metric_data[{i}]");
+        check_namespace(&|| format!("{}.namespace", p()), &d.namespace)?;
+        check_cw_name(
+            &|| format!("{}.metric_name", p()),
+            &d.metric_name,
+            MAX_NAME_LEN,
+        )?;
         check_dimensions(&p, &d.dimensions)?;
-        let unit = check_unit(&format!("{p}.unit"), &d.unit)?;
-        let resolution =
-            check_resolution(&format!("{p}.storage_resolution"), d.storage_resolution)?;
+        let unit = check_unit(&|| format!("{}.unit", p()), &d.unit)?;
+        let resolution = check_resolution(
+            &|| format!("{}.storage_resolution", p()),
+            d.storage_resolution,
+        )?;
         if d.timestamp_ms < 0 {
-            return Err(invalid(format!("{p}.timestamp_ms"), "must not be negative"));
+            return Err(invalid(
+                format!("{}.timestamp_ms", p()),
+                "must not be negative",
+            ));
         }
         let ts = if d.timestamp_ms == 0 {
             now_ms
@@ -310,18 +325,18 @@ pub fn validate_metrics(
         match d.data {
             None => {
                 return Err(invalid(
-                    format!("{p}.data"),
+                    format!("{}.data", p()),
                     "one of value, statistic_values or value_counts is required",
                 ));
             }
             Some(metric_datum::Data::Value(v)) => {
-                check_metric_value(&format!("{p}.value"), v)?;
+                check_metric_value(&|| format!("{}.value", p()), v)?;
                 series.timestamps_ms.push(ts);
                 series.values.push(v);
                 points = 1;
             }
             Some(metric_datum::Data::StatisticValues(s)) => {
-                check_stats(&format!("{p}.statistic_values"), &s)?;
+                check_stats(&|| format!("{}.statistic_values", p()), &s)?;
                 series.statistic_points.push(StatisticPoint {
                     timestamp_ms: ts,
                     statistic_values: Some(s),
@@ -329,10 +344,10 @@ pub fn validate_metrics(
                 points = 1;
             }
             Some(metric_datum::Data::ValueCounts(vc)) => {
-                let f = format!("{p}.value_counts");
+                let f = || format!("{}.value_counts", p());
                 if vc.values.is_empty() || vc.values.len() > MAX_VALUES_PER_ENTRY {
                     return Err(invalid(
-                        format!("{f}.values"),
+                        format!("{}.values", f()),
                         format!(
                             "must hold 1-{MAX_VALUES_PER_ENTRY} values, got {}",
                             vc.values.len()
@@ -341,7 +356,7 @@ pub fn validate_metrics(
                 }
                 if !vc.counts.is_empty() && vc.counts.len() != vc.values.len() {
                     return Err(invalid(
-                        format!("{f}.counts"),
+                        format!("{}.counts", f()),
                         format!(
                             "has {} counts for {} values",
                             vc.counts.len(),
@@ -350,11 +365,11 @@ pub fn validate_metrics(
                     ));
                 }
                 for (k, &v) in vc.values.iter().enumerate() {
-                    check_metric_value(&format!("{f}.values[{k}]"), v)?;
+                    check_metric_value(&|| format!("{}.values[{k}]", f()), v)?;
                     let count = vc.counts.get(k).copied().unwrap_or(1.0);
                     if !count.is_finite() || count < 0.0 {
                         return Err(invalid(
-                            format!("{f}.counts[{k}]"),
+                            format!("{}.counts[{k}]", f()),
                             "must be a finite number >= 0",
                         ));
                     }
@@ -383,7 +398,7 @@ pub fn validate_metrics(
         if w != Window::Ok {
             rejected.push(RejectedItem {
                 index: i as u32,
-                field: format!("{p}.timestamp_ms"),
+                field: format!("{}.timestamp_ms", p()),
                 reason: window_reason(w).into(),
             });
             continue;
@@ -393,16 +408,22 @@ pub fn validate_metrics(
     }
 
     for (i, s) in req.series.into_iter().enumerate() {
-        let p = format!("series[{i}]");
-        check_namespace(&format!("{p}.namespace"), &s.namespace)?;
-        check_cw_name(&format!("{p}.metric_name"), &s.metric_name, MAX_NAME_LEN)?;
+        let p = || format!("series[{i}]");
+        check_namespace(&|| format!("{}.namespace", p()), &s.namespace)?;
+        check_cw_name(
+            &|| format!("{}.metric_name", p()),
+            &s.metric_name,
+            MAX_NAME_LEN,
+        )?;
         check_dimensions(&p, &s.dimensions)?;
-        let unit = check_unit(&format!("{p}.unit"), &s.unit)?;
-        let resolution =
-            check_resolution(&format!("{p}.storage_resolution"), s.storage_resolution)?;
+        let unit = check_unit(&|| format!("{}.unit", p()), &s.unit)?;
+        let resolution = check_resolution(
+            &|| format!("{}.storage_resolution", p()),
+            s.storage_resolution,
+        )?;
         if s.timestamps_ms.len() != s.values.len() {
             return Err(invalid(
-                format!("{p}.values"),
+                format!("{}.values", p()),
                 format!(
                     "has {} values for {} timestamps",
                     s.values.len(),
@@ -413,7 +434,7 @@ pub fn validate_metrics(
         let n = s.values.len() + s.statistic_points.len();
         if n == 0 || n > MAX_VALUES_PER_ENTRY {
             return Err(invalid(
-                format!("{p}.values"),
+                format!("{}.values", p()),
                 format!("a series carries 1-{MAX_VALUES_PER_ENTRY} points, got {n}"),
             ));
         }
@@ -426,10 +447,10 @@ pub fn validate_metrics(
             ..Default::default()
         };
         for (k, (&ts, &v)) in s.timestamps_ms.iter().zip(&s.values).enumerate() {
-            check_metric_value(&format!("{p}.values[{k}]"), v)?;
+            check_metric_value(&|| format!("{}.values[{k}]", p()), v)?;
             if ts <= 0 {
                 return Err(invalid(
-                    format!("{p}.timestamps_ms[{k}]"),
+                    format!("{}.timestamps_ms[{k}]", p()),
                     "must be a positive epoch time in milliseconds",
                 ));
             }
@@ -440,20 +461,20 @@ pub fn validate_metrics(
                 }
                 w => rejected.push(RejectedItem {
                     index: i as u32,
-                    field: format!("{p}.timestamps_ms[{k}]"),
+                    field: format!("{}.timestamps_ms[{k}]", p()),
                     reason: window_reason(w).into(),
                 }),
             }
         }
         for (k, sp) in s.statistic_points.into_iter().enumerate() {
-            let f = format!("{p}.statistic_points[{k}]");
+            let f = || format!("{}.statistic_points[{k}]", p());
             let stats = sp
                 .statistic_values
-                .ok_or_else(|| invalid(format!("{f}.statistic_values"), "is required"))?;
-            check_stats(&format!("{f}.statistic_values"), &stats)?;
+                .ok_or_else(|| invalid(format!("{}.statistic_values", f()), "is required"))?;
+            check_stats(&|| format!("{}.statistic_values", f()), &stats)?;
             if sp.timestamp_ms <= 0 {
                 return Err(invalid(
-                    format!("{f}.timestamp_ms"),
+                    format!("{}.timestamp_ms", f()),
                     "must be a positive epoch time in milliseconds",
                 ));
             }
@@ -464,7 +485,7 @@ pub fn validate_metrics(
                 }),
                 w => rejected.push(RejectedItem {
                     index: i as u32,
-                    field: format!("{f}.timestamp_ms"),
+                    field: format!("{}.timestamp_ms", f()),
                     reason: window_reason(w).into(),
                 }),
             }
@@ -597,16 +618,21 @@ pub fn validate_logs(
     let mut first_ok: Option<i64> = None;
     let mut last_ok = 0;
     for (i, e) in req.log_events.iter().enumerate() {
-        let p = format!("log_events[{i}]");
         if e.message.is_empty() {
-            return Err(invalid(format!("{p}.message"), "must not be empty"));
+            return Err(invalid(
+                format!("log_events[{i}].message"),
+                "must not be empty",
+            ));
         }
         if e.timestamp_ms < 0 {
-            return Err(invalid(format!("{p}.timestamp_ms"), "must not be negative"));
+            return Err(invalid(
+                format!("log_events[{i}].timestamp_ms"),
+                "must not be negative",
+            ));
         }
         if e.timestamp_ms < prev {
             return Err(invalid(
-                format!("{p}.timestamp_ms"),
+                format!("log_events[{i}].timestamp_ms"),
                 "events must be in chronological order",
             ));
         }

@@ -175,9 +175,10 @@ pub async fn serve(
         trail.clone(),
     ))
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    // Requests may come compressed; answers are a count and a few rejections, too small for
+    // compression to pay for its setup on every call.
     .accept_compressed(CompressionEncoding::Zstd)
-    .accept_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Zstd);
+    .accept_compressed(CompressionEncoding::Gzip);
     let query_service = QueryServiceServer::new(grpc::query::QueryServiceImpl::new(
         engine.clone(),
         auth.clone(),

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Float64Array, Int32Array, MapArray, NullBufferBuilder, RecordBatch, StringArray,
+    StringBuilder, StructArray, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::DataType;
 use tracing::warn;
 use watchtrail_proto::v1::{MetricSeries, PutLogEventsRequest};
 use watchtrail_query::engine::{
@@ -31,6 +33,13 @@ use crate::wal::{Applier, WalRecord, lock};
 
 /// Rows of one metrics chunk handed to the Parquet encoder at a time.
 const METRICS_BATCH_ROWS: usize = 64 * 1024;
+/// Bound on the bytes of one string column of a metrics batch (Arrow's 32-bit offsets end at
+/// 2 GiB; 30 dimensions of 1,024-character values reach that well before 64 Ki rows).
+const BATCH_STRING_BYTES: usize = 256 << 20;
+/// Threads a large metrics chunk is encoded on, at most.
+const MAX_ENCODE_THREADS: usize = 8;
+/// Rows per file below which a metrics chunk is not cut across threads.
+const MIN_ROWS_PER_PART: usize = 1 << 20;
 /// Audit event ids remembered per tenant to store CloudTrail's duplicate deliveries once.
 const AUDIT_DEDUP_CAPACITY: usize = 4_000_000;
 
@@ -51,6 +60,20 @@ pub struct SeriesKey {
     dimensions: Vec<(String, String)>,
     unit: String,
     storage_resolution: i32,
+}
+
+impl SeriesKey {
+    /// Bytes of the strings one row of this series carries.
+    fn string_bytes(&self) -> usize {
+        self.namespace.len()
+            + self.metric_name.len()
+            + self.unit.len()
+            + self
+                .dimensions
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -168,104 +191,287 @@ impl MetricsChunk {
             + self.key_bytes
     }
 
-    /// Encodes the chunk as Parquet, sorted by series then time, one slice of rows at a time
-    /// so that memory holds only the compact rows and one Arrow batch.
-    ///
-    /// # Errors
-    /// Arrow or Parquet errors (a broken invariant: the builders match the schema).
-    fn encode(&self, enc: &mut ParquetEncoder) -> Result<(), watchtrail_query::Error> {
-        for batch in self.sorted_batches() {
-            enc.write(&batch?)?;
-        }
-        Ok(())
-    }
-
-    /// The rows as record batches sorted by series then time, built lazily.
-    pub fn sorted_batches(
-        &self,
-    ) -> impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + '_ {
+    /// Row positions in storage order: series (by namespace, name, dimensions, ...), then time.
+    fn storage_order(&self) -> Vec<u32> {
         let mut order: Vec<u32> = (0..self.series.len() as u32).collect();
         order.sort_by(|a, b| self.series[*a as usize].cmp(&self.series[*b as usize]));
         let mut rank = vec![0u32; order.len()];
         for (r, &s) in order.iter().enumerate() {
             rank[s as usize] = r as u32;
         }
-        let order = sort_by_rank_then_time(&self.rows, &rank);
+        sort_by_rank_then_time(&self.rows, &rank)
+    }
+
+    /// Rows per Arrow batch: [`METRICS_BATCH_ROWS`], fewer when the series carry so many long
+    /// dimensions that a batch's strings would pass [`BATCH_STRING_BYTES`].
+    fn batch_rows(&self) -> usize {
+        let widest = self
+            .series
+            .iter()
+            .map(|s| s.string_bytes())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        (BATCH_STRING_BYTES / widest).clamp(1, METRICS_BATCH_ROWS)
+    }
+
+    /// The rows as record batches sorted by series then time, built lazily.
+    pub fn sorted_batches(
+        &self,
+    ) -> impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + '_ {
+        let order = self.storage_order();
+        let step = self.batch_rows();
         let n = order.len();
-        (0..n).step_by(METRICS_BATCH_ROWS).map(move |start| {
-            let slice = &order[start..(start + METRICS_BATCH_ROWS).min(n)];
+        (0..n).step_by(step).map(move |start| {
+            let slice = &order[start..(start + step).min(n)];
             self.build_batch(slice.iter().map(|&i| &self.rows[i as usize]))
         })
     }
 
+    /// Encodes the chunk as Parquet files in storage order, one slice of rows at a time so that
+    /// memory holds only the compact rows and one Arrow batch per encoder.
+    ///
+    /// A chunk of at least `2 * min_rows` rows is cut into up to `parts` files at series
+    /// boundaries, encoded on as many threads: the encoder is CPU-bound, and a large chunk
+    /// would otherwise keep one core busy while the others idle. Smaller chunks make one file.
+    ///
+    /// # Errors
+    /// Arrow or Parquet errors (a broken invariant: the builders match the schema).
+    fn encode_files(
+        &self,
+        parts: usize,
+        min_rows: usize,
+    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_query::Error> {
+        let order = self.storage_order();
+        let step = self.batch_rows();
+        let encode = |slice: &[u32]| -> Result<(bytes::Bytes, FileStats), watchtrail_query::Error> {
+            let mut enc = ParquetEncoder::new(TableKind::Metrics)?;
+            for batch in slice.chunks(step) {
+                enc.write(&self.build_batch(batch.iter().map(|&i| &self.rows[i as usize]))?)?;
+            }
+            enc.finish()
+        };
+        let bounds = self.part_bounds(&order, parts, min_rows);
+        if bounds.len() <= 2 {
+            return Ok(vec![encode(&order)?]);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let slice = &order[w[0]..w[1]];
+                    scope.spawn(move || encode(slice))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().map_err(|_| {
+                        watchtrail_query::Error::Internal(
+                            "a Parquet encoder thread panicked".into(),
+                        )
+                    })?
+                })
+                .collect()
+        })
+    }
+
+    /// Cut points of `order` (storage order) into at most `parts` runs of at least `min_rows`
+    /// rows each, every cut moved forward to the next series boundary so that a series' points
+    /// stay in one file. Returns `[0, .., len]`.
+    fn part_bounds(&self, order: &[u32], parts: usize, min_rows: usize) -> Vec<usize> {
+        let n = order.len();
+        let parts = parts.min(n / min_rows.max(1)).max(1);
+        let mut bounds = vec![0];
+        for p in 1..parts {
+            let mut cut = (n * p / parts).max(bounds.last().copied().unwrap_or(0));
+            while cut > 0
+                && cut < n
+                && self.rows[order[cut] as usize].series
+                    == self.rows[order[cut - 1] as usize].series
+            {
+                cut += 1;
+            }
+            if cut - bounds.last().copied().unwrap_or(0) >= min_rows && n - cut >= min_rows {
+                bounds.push(cut);
+            }
+        }
+        bounds.push(n);
+        bounds
+    }
+
+    /// One Arrow batch of `rows`. The rows come in runs of one series (storage order, or
+    /// arrival order, where a request's series carries many points), and a run's strings are
+    /// the same on every row: they are copied as whole blocks, not appended value by value.
     fn build_batch<'a>(
         &self,
         rows: impl ExactSizeIterator<Item = &'a MetricRow>,
     ) -> Result<RecordBatch, arrow::error::ArrowError> {
         let n = rows.len();
-        let mut namespace = StringBuilder::with_capacity(n, n * 8);
-        let mut metric_name = StringBuilder::with_capacity(n, n * 8);
-        let mut dims = MapBuilder::new(
-            Some(MapFieldNames {
-                entry: "key_value".into(),
-                key: "key".into(),
-                value: "value".into(),
-            }),
-            StringBuilder::new(),
-            StringBuilder::new(),
-        );
-        let mut time = TimestampMicrosecondBuilder::with_capacity(n).with_timezone(UTC);
-        let mut value = Float64Builder::with_capacity(n);
-        let mut unit = StringBuilder::with_capacity(n, n * 4);
-        let mut count = Float64Builder::with_capacity(n);
-        let mut sum = Float64Builder::with_capacity(n);
-        let mut min = Float64Builder::with_capacity(n);
-        let mut max = Float64Builder::with_capacity(n);
-        let mut resolution = Int32Builder::with_capacity(n);
-        for r in rows {
-            let s = &self.series[r.series as usize];
-            namespace.append_value(&s.namespace);
-            metric_name.append_value(&s.metric_name);
+        let mut namespace = Strings::with_capacity(n, n * 8);
+        let mut metric_name = Strings::with_capacity(n, n * 12);
+        let mut unit = Strings::with_capacity(n, n * 8);
+        let mut keys = Strings::with_capacity(n * 10, n * 60);
+        let mut values = Strings::with_capacity(n * 10, n * 60);
+        let mut entries: Vec<i32> = Vec::with_capacity(n + 1);
+        entries.push(0);
+        let mut time: Vec<i64> = Vec::with_capacity(n);
+        let mut resolution: Vec<i32> = Vec::with_capacity(n);
+        let mut value: Vec<f64> = Vec::with_capacity(n);
+        let mut value_valid = NullBufferBuilder::new(n);
+        // (row in the batch, statistic set) of the statistic-set rows; usually none.
+        let mut stat_rows: Vec<(usize, u32)> = Vec::new();
+
+        let mut rows = rows.peekable();
+        let mut key_block = Vec::new();
+        let mut value_block = Vec::new();
+        let (mut key_lens, mut value_lens) = (Vec::new(), Vec::new());
+        while let Some(&&MetricRow { series, .. }) = rows.peek() {
+            let s = &self.series[series as usize];
+            let mut len = 0;
+            while let Some(r) = rows.next_if(|r| r.series == series) {
+                time.push(r.time_us);
+                match r.kind_stats {
+                    None => {
+                        value.push(r.value);
+                        value_valid.append_non_null();
+                    }
+                    Some(i) => {
+                        stat_rows.push((time.len() - 1, i));
+                        value.push(0.0);
+                        value_valid.append_null();
+                    }
+                }
+                len += 1;
+            }
+            namespace.push_repeated(s.namespace.as_bytes(), len);
+            metric_name.push_repeated(s.metric_name.as_bytes(), len);
+            unit.push_repeated(s.unit.as_bytes(), len);
+            key_block.clear();
+            value_block.clear();
+            key_lens.clear();
+            value_lens.clear();
             for (k, v) in &s.dimensions {
-                dims.keys().append_value(k);
-                dims.values().append_value(v);
+                key_block.extend_from_slice(k.as_bytes());
+                key_lens.push(k.len());
+                value_block.extend_from_slice(v.as_bytes());
+                value_lens.push(v.len());
             }
-            dims.append(true)?;
-            time.append_value(r.time_us);
-            unit.append_value(&s.unit);
-            resolution.append_value(s.storage_resolution);
-            match r.kind_stats {
-                None => {
-                    value.append_value(r.value);
-                    count.append_null();
-                    sum.append_null();
-                    min.append_null();
-                    max.append_null();
-                }
-                Some(i) => {
-                    let [c, su, mi, ma] = self.stats[i as usize];
-                    value.append_null();
-                    count.append_value(c);
-                    sum.append_value(su);
-                    min.append_value(mi);
-                    max.append_value(ma);
-                }
+            keys.push_block_repeated(&key_block, &key_lens, len);
+            values.push_block_repeated(&value_block, &value_lens, len);
+            let dims = s.dimensions.len() as i32;
+            let mut at = entries.last().copied().unwrap_or(0);
+            for _ in 0..len {
+                at += dims;
+                entries.push(at);
             }
+            resolution.extend(std::iter::repeat_n(s.storage_resolution, len));
         }
+        if keys.bytes.len() > i32::MAX as usize || values.bytes.len() > i32::MAX as usize {
+            return Err(arrow::error::ArrowError::ComputeError(
+                "a metrics batch's dimension strings passed 2 GiB".into(),
+            ));
+        }
+        let stat_column = |j: usize| -> ArrayRef {
+            if stat_rows.is_empty() {
+                return Arc::new(Float64Array::new_null(n));
+            }
+            let mut column: Vec<Option<f64>> = vec![None; n];
+            for &(row, i) in &stat_rows {
+                column[row] = Some(self.stats[i as usize][j]);
+            }
+            Arc::new(Float64Array::from(column))
+        };
+        let DataType::Map(entry_field, _) = TableKind::Metrics
+            .schema()
+            .field_with_name("dimensions")?
+            .data_type()
+            .clone()
+        else {
+            return Err(arrow::error::ArrowError::SchemaError(
+                "metrics.dimensions is not a map".into(),
+            ));
+        };
+        let DataType::Struct(entry_fields) = entry_field.data_type().clone() else {
+            return Err(arrow::error::ArrowError::SchemaError(
+                "metrics.dimensions entries are not a struct".into(),
+            ));
+        };
+        let entries_array = StructArray::try_new(
+            entry_fields,
+            vec![Arc::new(keys.finish()?), Arc::new(values.finish()?)],
+            None,
+        )?;
+        let dims = MapArray::try_new(
+            entry_field,
+            OffsetBuffer::new(ScalarBuffer::from(entries)),
+            entries_array,
+            None,
+            false,
+        )?;
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(namespace.finish()),
-            Arc::new(metric_name.finish()),
-            Arc::new(dims.finish()),
-            Arc::new(time.finish()),
-            Arc::new(value.finish()),
-            Arc::new(unit.finish()),
-            Arc::new(count.finish()),
-            Arc::new(sum.finish()),
-            Arc::new(min.finish()),
-            Arc::new(max.finish()),
-            Arc::new(resolution.finish()),
+            Arc::new(namespace.finish()?),
+            Arc::new(metric_name.finish()?),
+            Arc::new(dims),
+            Arc::new(TimestampMicrosecondArray::from(time).with_timezone(UTC)),
+            Arc::new(Float64Array::new(
+                ScalarBuffer::from(value),
+                value_valid.finish(),
+            )),
+            Arc::new(unit.finish()?),
+            stat_column(0),
+            stat_column(1),
+            stat_column(2),
+            stat_column(3),
+            Arc::new(Int32Array::from(resolution)),
         ];
         RecordBatch::try_new(TableKind::Metrics.schema(), columns)
+    }
+}
+
+/// A string column under construction: offsets and bytes, without the per-value bookkeeping
+/// of a builder (no null bitmap: these columns have no nulls).
+struct Strings {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+}
+
+impl Strings {
+    fn with_capacity(values: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(values + 1);
+        offsets.push(0);
+        Self {
+            offsets,
+            bytes: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Appends `s`, `times` times.
+    fn push_repeated(&mut self, s: &[u8], times: usize) {
+        self.push_block_repeated(s, &[s.len()], times);
+    }
+
+    /// Appends the strings of lengths `lens` laid end to end in `block`, `times` times over.
+    fn push_block_repeated(&mut self, block: &[u8], lens: &[usize], times: usize) {
+        self.bytes.reserve(block.len() * times);
+        self.offsets.reserve(lens.len() * times);
+        for _ in 0..times {
+            let mut at = self.bytes.len();
+            self.bytes.extend_from_slice(block);
+            for &l in lens {
+                at += l;
+                // Truncation is caught before `finish` (the 2 GiB check of the batch).
+                self.offsets.push(at as i32);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<StringArray, arrow::error::ArrowError> {
+        StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            Buffer::from_vec(self.bytes),
+            None,
+        )
     }
 }
 
@@ -357,24 +563,34 @@ impl Chunk {
         }
     }
 
-    /// Encodes the chunk as one Parquet file in storage order.
+    /// Encodes the chunk as Parquet files in storage order: for logs and audit one per hour
+    /// window its rows fall in (nearly always one; see
+    /// [`watchtrail_query::files::split_by_window`]), for a large metrics chunk one per core
+    /// (see [`MetricsChunk::encode_files`]).
     ///
     /// # Errors
     /// Arrow or Parquet errors (a broken invariant).
     pub fn encode(
         &self,
         kind: TableKind,
-    ) -> Result<(bytes::Bytes, FileStats), watchtrail_query::Error> {
-        let mut enc = ParquetEncoder::new(kind)?;
+    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_query::Error> {
         match &self.data {
-            ChunkData::Metrics(m) => m.encode(&mut enc)?,
+            ChunkData::Metrics(m) => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                m.encode_files(cores.min(MAX_ENCODE_THREADS), MIN_ROWS_PER_PART)
+            }
             ChunkData::Batches(b) => {
-                for batch in watchtrail_query::files::in_storage_order(kind, b)? {
-                    enc.write(&batch)?;
+                let mut files = Vec::new();
+                for group in watchtrail_query::files::split_by_window(kind, b)? {
+                    let mut enc = ParquetEncoder::new(kind)?;
+                    for batch in watchtrail_query::files::in_storage_order(kind, &group)? {
+                        enc.write(&batch)?;
+                    }
+                    files.push(enc.finish()?);
                 }
+                Ok(files)
             }
         }
-        enc.finish()
     }
 }
 

@@ -234,43 +234,51 @@ impl Flusher {
         }
         let kind = key.kind;
         let encode_chunk = Arc::clone(&chunk);
-        let (bytes, stats) = tokio::task::spawn_blocking(move || encode_chunk.encode(kind))
+        let encoded = tokio::task::spawn_blocking(move || encode_chunk.encode(kind))
             .await
             .map_err(|e| crate::error::Error::Internal(format!("encoder task failed: {e}")))??;
         let first = chunk.first_seq.unwrap_or_default();
-        let name = format!(
-            "part-{first:020}-{}.zstd.parquet",
-            uuid::Uuid::new_v4().simple()
-        );
-        let path = self
-            .storage
-            .table_path(&key.tenant, kind)
-            .join(name.as_str());
-        let size = bytes.len() as i64;
-        self.storage
-            .object_store()
-            .put(&path, PutPayload::from_bytes(bytes))
-            .await
-            .map_err(watchtrail_query::Error::from)?;
-        let add = store::add_action(
-            kind,
-            name,
-            size,
-            chrono::Utc::now().timestamp_millis(),
-            &stats,
-        );
+        let mut adds = Vec::with_capacity(encoded.len());
+        let (mut size, mut rows) = (0i64, 0u64);
+        for (bytes, stats) in encoded {
+            let name = format!(
+                "part-{first:020}-{}.zstd.parquet",
+                uuid::Uuid::new_v4().simple()
+            );
+            let path = self
+                .storage
+                .table_path(&key.tenant, kind)
+                .join(name.as_str());
+            let file_size = bytes.len() as i64;
+            self.storage
+                .object_store()
+                .put(&path, PutPayload::from_bytes(bytes))
+                .await
+                .map_err(watchtrail_query::Error::from)?;
+            adds.push(store::add_action(
+                kind,
+                name,
+                file_size,
+                chrono::Utc::now().timestamp_millis(),
+                &stats,
+            ));
+            size += file_size;
+            rows += stats.num_records as u64;
+        }
+        // Every file of the chunk lands in one commit, with the WAL position it covers.
+        let n_files = adds.len() as u64;
         let table = self.table(key).await?;
-        let version = store::commit_files(table, vec![add], Some((app_id, last_seq))).await?;
+        let version = store::commit_files(table, adds, Some((app_id, last_seq))).await?;
         let files = self.committed_files(key, last_seq).await?;
         lock(&self.buffers.inner).committed(key, Some(files));
-        self.metrics.files_committed.inc();
+        self.metrics.files_committed.add(n_files);
         self.metrics.bytes_committed.add(size as u64);
-        self.metrics.rows_committed.add(stats.num_records as u64);
+        self.metrics.rows_committed.add(rows);
         self.metrics
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
         debug!(
-            tenant = %key.tenant, table = %kind, rows = stats.num_records, bytes = size, version,
+            tenant = %key.tenant, table = %kind, rows, files = n_files, bytes = size, version,
             elapsed_ms = started.elapsed().as_millis() as u64, "flushed"
         );
         Ok(())

@@ -214,3 +214,16 @@ async fn an_empty_last_segment_is_written_to_and_never_truncated_away() {
         "the acknowledged record written after the restart is still in the log"
     );
 }
+
+#[test]
+fn a_record_encoded_without_its_seq_then_completed_decodes_as_the_record_with_it() {
+    for seq in [1u64, 127, 128, 1 << 40, u64::MAX] {
+        let mut r = record("id-1");
+        r.accepted = 3;
+        let payload = with_seq(r.encode_to_vec(), seq);
+        let decoded = WalRecord::decode(payload.as_slice()).expect("decode");
+        r.seq = seq;
+        assert_eq!(decoded, r);
+        assert_eq!(decoded.encode_to_vec(), r.encode_to_vec());
+    }
+}

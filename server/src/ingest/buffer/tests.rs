@@ -253,10 +253,12 @@ fn log_rows_carry_origin_and_ingest_time() {
         tenant: "t".into(),
         kind: TableKind::Logs,
     };
-    let (bytes, stats) = b.tables[&key]
+    let files = b.tables[&key]
         .pending
         .encode(TableKind::Logs)
         .expect("encode");
+    assert_eq!(files.len(), 1);
+    let (bytes, stats) = &files[0];
     assert!(!bytes.is_empty());
     assert_eq!(stats.num_records, 1);
     assert_eq!(stats.time_range, Some((5_000, 5_000)));
@@ -318,4 +320,161 @@ fn the_counting_sort_orders_by_series_rank_then_time() {
     let mut values: Vec<i64> = sorted.iter().map(|r| r.value as i64).collect();
     values.sort_unstable();
     assert_eq!(values, (0..5_000).collect::<Vec<_>>());
+}
+
+/// (namespace, hostname dimension, time, value) of every row of a Parquet file.
+fn file_rows(bytes: bytes::Bytes) -> Vec<(String, String, i64, f64)> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let ns = batch
+            .column_by_name("namespace")
+            .expect("ns")
+            .as_string::<i32>();
+        let dims = batch.column_by_name("dimensions").expect("dims").as_map();
+        let time = batch
+            .column_by_name("time")
+            .expect("time")
+            .as_primitive::<TimestampMicrosecondType>();
+        let value = batch
+            .column_by_name("value")
+            .expect("value")
+            .as_primitive::<Float64Type>();
+        for i in 0..batch.num_rows() {
+            let entry = dims.value(i);
+            let (k, v) = (
+                entry.column(0).as_string::<i32>(),
+                entry.column(1).as_string::<i32>(),
+            );
+            let host = (0..k.len())
+                .find(|&j| k.value(j) == "host")
+                .map(|j| v.value(j).to_string())
+                .expect("host dimension");
+            out.push((ns.value(i).to_string(), host, time.value(i), value.value(i)));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_large_metrics_chunk_is_encoded_as_one_file_per_part_cut_at_series_boundaries() {
+    let mut b = Buffers::default();
+    // 30 series of 50 points, arriving interleaved over three requests.
+    for seq in 0..3u64 {
+        let ts: Vec<i64> = (0..50).map(|t| 1_000 + (t * 3 + seq as i64) * 10).collect();
+        let batch = (0..30)
+            .map(|h| series(if h % 2 == 0 { "A" } else { "B" }, &format!("h{h:02}"), &ts))
+            .collect();
+        b.apply(metrics_record(seq + 1, batch), None);
+    }
+    let key = TableKey {
+        tenant: "t".into(),
+        kind: TableKind::Metrics,
+    };
+    let ChunkData::Metrics(m) = &b.tables[&key].pending.data else {
+        panic!("metrics chunk")
+    };
+    let mut expected: Vec<(String, String, i64, f64)> = Vec::new();
+    for h in 0..30 {
+        for seq in 0..3i64 {
+            for t in 0..50i64 {
+                let ms = 1_000 + (t * 3 + seq) * 10;
+                let ns = if h % 2 == 0 { "A" } else { "B" };
+                expected.push((ns.into(), format!("h{h:02}"), ms * 1000, ms as f64));
+            }
+        }
+    }
+    expected.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+
+    // Under the part size: one file, in storage order.
+    let one = m.encode_files(3, 4_500).expect("encode");
+    assert_eq!(one.len(), 1);
+    assert_eq!(file_rows(one[0].0.clone()), expected);
+
+    // Three parts of at least 1,000 rows: three files, each a run of whole series in storage
+    // order, together every row once; the statistics count each file's own rows.
+    let parts = m.encode_files(3, 1_000).expect("encode");
+    assert_eq!(parts.len(), 3);
+    let mut all = Vec::new();
+    let mut seen_series = HashSet::new();
+    for (bytes, stats) in parts {
+        let rows = file_rows(bytes);
+        assert!(rows.len() >= 1_000, "{} rows", rows.len());
+        assert_eq!(stats.num_records as usize, rows.len());
+        let here: HashSet<(String, String)> =
+            rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
+        assert!(
+            here.iter().all(|s| !seen_series.contains(s)),
+            "a series is split across files"
+        );
+        seen_series.extend(here);
+        all.extend(rows);
+    }
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn batches_shrink_when_series_carry_long_dimensions() {
+    let mut c = MetricsChunk::default();
+    let mut s = series("A", "h", &[1]);
+    assert_eq!(c.push_series(s.clone()), 1);
+    assert_eq!(c.batch_rows(), METRICS_BATCH_ROWS);
+    s.dimensions = (0..30)
+        .map(|i| Dimension {
+            name: format!("d{i:02}"),
+            value: "v".repeat(1024),
+        })
+        .collect();
+    c.push_series(s);
+    let widest = 1 + 3 + 7 + 30 * (3 + 1024);
+    assert_eq!(c.batch_rows(), BATCH_STRING_BYTES / widest);
+    assert!(c.batch_rows() * 30 * 1024 < i32::MAX as usize);
+}
+
+#[test]
+fn a_chunk_of_last_week_and_now_flushes_to_one_file_per_hour_window() {
+    let mut b = Buffers::default();
+    let rec = |seq: u64, events: &[(&str, &str)]| {
+        WalRecord {
+        seq,
+        tenant: "t".into(),
+        kind: u32::from(TableKind::Audit.tag()),
+        audit: Some(PutAuditEventsRequest {
+            idempotency_id: format!("a{seq}"),
+            records: events
+                .iter()
+                .map(|(id, time)| AuditRecord {
+                    json: format!(
+                        r#"{{"eventID":"{id}","eventTime":"{time}","eventSource":"s3.amazonaws.com"}}"#
+                    ),
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    }
+    };
+    // An import of old events, and the self-audit event of that import, stamped now.
+    b.apply(
+        rec(
+            1,
+            &[
+                ("old-1", "2023-07-10T11:40:13Z"),
+                ("old-2", "2023-07-10T11:59:59Z"),
+            ],
+        ),
+        None,
+    );
+    b.apply(rec(2, &[("self", "2026-12-02T02:00:00Z")]), None);
+    let key = TableKey {
+        tenant: "t".into(),
+        kind: TableKind::Audit,
+    };
+    let chunk = b.freeze(&key).expect("pending rows");
+    let files = chunk.encode(TableKind::Audit).expect("encode");
+    let rows: Vec<i64> = files.iter().map(|(_, s)| s.num_records).collect();
+    assert_eq!(rows, [2, 1], "the old hour and the current one, apart");
 }

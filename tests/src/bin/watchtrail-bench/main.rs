@@ -399,6 +399,38 @@ fn print_column_sizes(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// UNAVAILABLE answers retried by [`retrying`], for the report.
+static UNAVAILABLE_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sends `call` again while the server answers UNAVAILABLE, with backoff from 20 ms to 1 s:
+/// it says so while its write-ahead log is at its disk budget, and a client is meant to retry
+/// the same request (the same idempotency id, so nothing is applied twice).
+pub(crate) async fn retrying<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut wait = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                UNAVAILABLE_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Prints (to stderr) how many requests were retried after UNAVAILABLE, if any.
+pub(crate) fn report_retries(what: &str) {
+    let n = UNAVAILABLE_RETRIES.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if n > 0 {
+        eprintln!("{what}: {n} requests answered UNAVAILABLE (WAL at its budget) and were retried");
+    }
+}
+
 async fn client(url: &str) -> anyhow::Result<Ingest> {
     let auth = Auth(bearer().parse().context("key header")?);
     for _ in 0..100 {
@@ -442,8 +474,15 @@ async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow
     let cpu0 = cpu_seconds(pid);
     let started = Instant::now();
     let mut results = futures::stream::iter(requests.into_iter().map(|r| {
-        let mut c = c.clone();
-        async move { c.put_metric_data(r).await.map(|r| r.into_inner().accepted) }
+        let c = c.clone();
+        async move {
+            retrying(|| {
+                let (mut c, r) = (c.clone(), r.clone());
+                async move { c.put_metric_data(r).await }
+            })
+            .await
+            .map(|r| r.into_inner().accepted)
+        }
     }))
     .buffer_unordered(concurrency);
     let mut acked = 0u64;
@@ -451,6 +490,7 @@ async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow
         acked += r.context("put_metric_data")?;
     }
     let ingest = started.elapsed();
+    report_retries("metrics ingest");
     let cpu = cpu_seconds(pid) - cpu0;
     let flush_started = Instant::now();
     let store = server.store.clone();

@@ -310,11 +310,14 @@ async fn ingest_audit(
         }
     });
     let mut results = futures::stream::iter(gen_requests.map(|req| {
-        let mut c = c.clone();
+        let c = c.clone();
         async move {
-            c.put_audit_events(req)
-                .await
-                .map(|r| r.into_inner().accepted)
+            crate::retrying(|| {
+                let (mut c, req) = (c.clone(), req.clone());
+                async move { c.put_audit_events(req).await }
+            })
+            .await
+            .map(|r| r.into_inner().accepted)
         }
     }))
     .buffer_unordered(concurrency);
@@ -322,6 +325,7 @@ async fn ingest_audit(
     while let Some(r) = results.next().await {
         acked += r.context("put_audit_events")?;
     }
+    crate::report_retries("audit ingest");
     Ok(acked)
 }
 
@@ -528,14 +532,22 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
     let c = client(&server.grpc).await?;
     let started = Instant::now();
     let mut results = futures::stream::iter(requests.into_iter().map(|r| {
-        let mut c = c.clone();
-        async move { c.put_metric_data(r).await.map(|r| r.into_inner().accepted) }
+        let c = c.clone();
+        async move {
+            crate::retrying(|| {
+                let (mut c, r) = (c.clone(), r.clone());
+                async move { c.put_metric_data(r).await }
+            })
+            .await
+            .map(|r| r.into_inner().accepted)
+        }
     }))
     .buffer_unordered(o.concurrency);
     let mut acked = 0u64;
     while let Some(r) = results.next().await {
         acked += r.context("put_metric_data")?;
     }
+    crate::report_retries("metrics ingest");
     eprintln!(
         "ingested {acked} of {points} points in {:.1} s",
         started.elapsed().as_secs_f64()
