@@ -188,9 +188,23 @@ pub fn split_by_window(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<V
             .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned())
             .ok_or_else(|| crate::Error::Invalid(format!("{column} is not a timestamp column")))
     };
+    // First and last window of each batch: one min/max pass; rows are looked at one by one
+    // only in a batch that spans windows.
+    let mut spans = Vec::with_capacity(batches.len());
     let mut windows = std::collections::BTreeSet::new();
     for b in batches {
-        windows.extend(times(b)?.values().iter().map(|&t| window_of(t)));
+        let t = times(b)?;
+        let span = arrow::compute::min(&t)
+            .zip(arrow::compute::max(&t))
+            .map(|(lo, hi)| (window_of(lo), window_of(hi)));
+        match span {
+            Some((lo, hi)) if lo == hi => {
+                windows.insert(lo);
+            }
+            Some(_) => windows.extend(t.values().iter().map(|&x| window_of(x))),
+            None => {}
+        }
+        spans.push((t, span));
     }
     if windows.len() <= 1 {
         return Ok(vec![batches.to_vec()]);
@@ -198,23 +212,23 @@ pub fn split_by_window(kind: TableKind, batches: &[RecordBatch]) -> Result<Vec<V
     let windows: Vec<i64> = windows.into_iter().collect();
     let groups = windows.len().min(MAX_FILES_PER_FLUSH);
     // The group of a window: its rank, the overflow sharing the last group.
-    let group_of = |t: i64| {
+    let group_of = |w: i64| {
         windows
-            .binary_search(&window_of(t))
+            .binary_search(&w)
             .unwrap_or_else(|i| i)
             .min(groups - 1)
     };
     let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); groups];
     let mut picks: Vec<Vec<u32>> = vec![Vec::new(); groups];
-    for b in batches {
-        let t = times(b)?;
-        let first = t.values().first().map_or(0, |&x| group_of(x));
-        if t.values().iter().all(|&x| group_of(x) == first) {
-            out[first].push(b.clone());
+    for (b, (t, span)) in batches.iter().zip(spans) {
+        let Some((lo, hi)) = span else { continue };
+        // Groups are monotonic in time: equal at both ends, equal throughout.
+        if group_of(lo) == group_of(hi) {
+            out[group_of(lo)].push(b.clone());
             continue;
         }
         for (row, &x) in t.values().iter().enumerate() {
-            picks[group_of(x)].push(row as u32);
+            picks[group_of(window_of(x))].push(row as u32);
         }
         for (g, rows) in picks.iter_mut().enumerate() {
             if !rows.is_empty() {

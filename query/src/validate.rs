@@ -230,6 +230,28 @@ fn check_stats(field: Path<'_>, s: &StatisticSet) -> Result<()> {
     Ok(())
 }
 
+/// The identity fields a datum and a series share: namespace, metric name, dimensions, unit
+/// and storage resolution. Returns the canonical unit and resolution.
+fn check_identity(
+    p: Path<'_>,
+    namespace: &str,
+    metric_name: &str,
+    dims: &[Dimension],
+    unit: &str,
+    resolution: i32,
+) -> Result<(String, i32)> {
+    check_namespace(&|| format!("{}.namespace", p()), namespace)?;
+    check_cw_name(
+        &|| format!("{}.metric_name", p()),
+        metric_name,
+        MAX_NAME_LEN,
+    )?;
+    check_dimensions(p, dims)?;
+    let unit = check_unit(&|| format!("{}.unit", p()), unit)?;
+    let resolution = check_resolution(&|| format!("{}.storage_resolution", p()), resolution)?;
+    Ok((unit, resolution))
+}
+
 /// Where a timestamp falls relative to the accepted window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Window {
@@ -290,16 +312,12 @@ pub fn validate_metrics(
 
     for (i, d) in req.metric_data.into_iter().enumerate() {
         let p = || format!("metric_data[{i}]");
-        check_namespace(&|| format!("{}.namespace", p()), &d.namespace)?;
-        check_cw_name(
-            &|| format!("{}.metric_name", p()),
+        let (unit, resolution) = check_identity(
+            &p,
+            &d.namespace,
             &d.metric_name,
-            MAX_NAME_LEN,
-        )?;
-        check_dimensions(&p, &d.dimensions)?;
-        let unit = check_unit(&|| format!("{}.unit", p()), &d.unit)?;
-        let resolution = check_resolution(
-            &|| format!("{}.storage_resolution", p()),
+            &d.dimensions,
+            &d.unit,
             d.storage_resolution,
         )?;
         if d.timestamp_ms < 0 {
@@ -409,16 +427,12 @@ pub fn validate_metrics(
 
     for (i, s) in req.series.into_iter().enumerate() {
         let p = || format!("series[{i}]");
-        check_namespace(&|| format!("{}.namespace", p()), &s.namespace)?;
-        check_cw_name(
-            &|| format!("{}.metric_name", p()),
+        let (unit, resolution) = check_identity(
+            &p,
+            &s.namespace,
             &s.metric_name,
-            MAX_NAME_LEN,
-        )?;
-        check_dimensions(&p, &s.dimensions)?;
-        let unit = check_unit(&|| format!("{}.unit", p()), &s.unit)?;
-        let resolution = check_resolution(
-            &|| format!("{}.storage_resolution", p()),
+            &s.dimensions,
+            &s.unit,
             s.storage_resolution,
         )?;
         if s.timestamps_ms.len() != s.values.len() {
