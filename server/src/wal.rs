@@ -317,7 +317,9 @@ impl Wal {
         let (reply, rx) = oneshot::channel();
         let mut record = record;
         record.seq = 0;
-        let payload = record.encode_to_vec();
+        // Room for the seq field the writer appends, so that it never reallocates the payload.
+        let mut payload = Vec::with_capacity(record.encoded_len() + SEQ_FIELD_MAX_BYTES);
+        record.encode_raw(&mut payload);
         self.tx
             .send(Pending {
                 record,
@@ -410,6 +412,9 @@ struct Writer {
     applier: Arc<dyn Applier>,
     metrics: Arc<Metrics>,
 }
+
+/// Bytes of field 1 as a varint: one key byte and at most ten of value.
+const SEQ_FIELD_MAX_BYTES: usize = 11;
 
 /// A record encoded without its seq, completed with it: protobuf keeps the last occurrence of a
 /// scalar field, so appending field 1 to the encoding equals encoding the record with that seq
