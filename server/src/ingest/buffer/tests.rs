@@ -297,21 +297,29 @@ fn the_counting_sort_orders_by_series_rank_then_time() {
         }
         r
     };
-    let rows: Vec<MetricRow> = (0..5_000)
-        .map(|i| MetricRow {
+    // More rows than one block of `Rows` holds, so that positions cross block boundaries.
+    let n = 3 * ROW_BLOCK as i64 + 123;
+    let mut rows = Rows::default();
+    for i in 0..n {
+        rows.push(MetricRow {
             series: rng.below(series as usize) as u32,
+            stats: RAW_SAMPLE,
             // Mostly in time order, with some points late.
             time_us: if rng.below(10) == 0 {
-                rng.below(5_000) as i64
+                rng.below(n as usize) as i64
             } else {
                 i
             },
-            kind_stats: None,
             value: i as f64,
-        })
-        .collect();
+        });
+    }
+    assert_eq!(rows.len(), n as usize);
+    assert_eq!(
+        rows.bytes(),
+        4 * ROW_BLOCK * std::mem::size_of::<MetricRow>()
+    );
     let order = sort_by_rank_then_time(&rows, &rank);
-    let sorted: Vec<MetricRow> = order.iter().map(|&i| rows[i as usize]).collect();
+    let sorted: Vec<MetricRow> = order.iter().map(|&i| *rows.get(i)).collect();
     let key = |r: &MetricRow| (rank[r.series as usize], r.time_us);
     let mut expected: Vec<(u32, i64)> = rows.iter().map(key).collect();
     expected.sort_unstable();
@@ -319,7 +327,7 @@ fn the_counting_sort_orders_by_series_rank_then_time() {
     // Every row is there once (values are unique).
     let mut values: Vec<i64> = sorted.iter().map(|r| r.value as i64).collect();
     values.sort_unstable();
-    assert_eq!(values, (0..5_000).collect::<Vec<_>>());
+    assert_eq!(values, (0..n).collect::<Vec<_>>());
 }
 
 /// (namespace, hostname dimension, time, value) of every row of a Parquet file.
@@ -477,4 +485,24 @@ fn a_chunk_of_last_week_and_now_flushes_to_one_file_per_hour_window() {
     let files = chunk.encode(TableKind::Audit).expect("encode");
     let rows: Vec<i64> = files.iter().map(|(_, s)| s.num_records).collect();
     assert_eq!(rows, [2, 1], "the old hour and the current one, apart");
+}
+
+#[test]
+fn string_columns_round_trip_and_refuse_offsets_that_miss_the_bytes() {
+    let mut s = Strings::with_capacity(0, 0);
+    s.push_repeated("TSBS".as_bytes(), 2);
+    s.push_block_repeated("hostnamehost_7".as_bytes(), &[8, 6], 2);
+    let a = s.finish().expect("valid strings");
+    let got: Vec<&str> = (0..a.len()).map(|i| a.value(i)).collect();
+    assert_eq!(
+        got,
+        ["TSBS", "TSBS", "hostname", "host_7", "hostname", "host_7"]
+    );
+    // Offsets that do not end at the bytes written (a broken invariant) are an error, never
+    // an array over memory that is not there.
+    let broken = Strings {
+        offsets: vec![0, 5],
+        bytes: b"abc".to_vec(),
+    };
+    assert!(broken.finish().is_err());
 }

@@ -431,13 +431,24 @@ pub(crate) fn report_retries(what: &str) {
     }
 }
 
+/// Whether ingest requests go zstd-compressed (`--zstd`). Off by default: the peers are fed
+/// uncompressed over loopback too, and on 2 cores the client's compression and the server's
+/// decompression take CPU from the system under test.
+static ZSTD_REQUESTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 async fn client(url: &str) -> anyhow::Result<Ingest> {
     let auth = Auth(bearer().parse().context("key header")?);
     for _ in 0..100 {
         if let Ok(ch) = Channel::from_shared(url.to_string())?.connect().await {
-            return Ok(IngestServiceClient::with_interceptor(ch, auth)
-                .send_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(16 << 20));
+            let c =
+                IngestServiceClient::with_interceptor(ch, auth).max_decoding_message_size(16 << 20);
+            return Ok(
+                if ZSTD_REQUESTS.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.send_compressed(CompressionEncoding::Zstd)
+                } else {
+                    c
+                },
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -687,6 +698,10 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| default.to_string())
     };
     let concurrency: usize = flag("--concurrency", "8").parse()?;
+    ZSTD_REQUESTS.store(
+        args.iter().any(|a| a == "--zstd"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match args.get(1).map(String::as_str) {
         Some("metrics") => {
             bench_metrics(
@@ -768,7 +783,7 @@ async fn main() -> anyhow::Result<()> {
              | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
              | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] \
              | compaction [--hosts N --hours H --runs N] | rollup [--hosts N --hours H --runs N] \
-             | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] [--concurrency N]"
+             | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] [--concurrency N] [--zstd]"
         ),
     }
 }
