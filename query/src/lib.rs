@@ -4,6 +4,7 @@
 //! - [`tables`]: Arrow schemas of `metrics`, `logs` and `audit`, and tenant names: the on-disk contract.
 //! - [`store`]: object storage by URL (`file://`, `s3://`, `memory://`) and Delta table commits.
 //! - [`files`]: Parquet encoding (compression, encodings, sort order).
+//! - [`metrics_file`]: the `metrics` table's files written straight from interned series.
 //! - [`error`]: the crate's error type.
 //! - [`fuzz`]: the mutation fuzzer the test suites run over every parser.
 //! - [`keys`]: API keys (tenant, role, salted hash) and their store.
@@ -49,6 +50,8 @@ pub mod files;
 pub mod keys;
 #[cfg(feature = "engine")]
 pub mod lifecycle;
+#[cfg(feature = "engine")]
+pub mod metrics_file;
 #[cfg(feature = "engine")]
 pub mod output;
 #[cfg(feature = "engine")]

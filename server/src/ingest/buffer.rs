@@ -22,7 +22,8 @@ use watchtrail_proto::v1::{MetricSeries, PutLogEventsRequest};
 use watchtrail_query::engine::{
     BufferedBatches, BufferedRows, TableFiles, TableSnapshot, TimeRange,
 };
-use watchtrail_query::files::ParquetEncoder;
+use watchtrail_query::files::{ParquetEncoder, ROW_GROUP_ROWS};
+use watchtrail_query::metrics_file::{MetricsFileWriter, PointColumns, SeriesKey};
 use watchtrail_query::store::FileStats;
 use watchtrail_query::tables::{TableKind, UTC};
 
@@ -52,28 +53,16 @@ pub struct TableKey {
     pub kind: TableKind,
 }
 
-/// The identity of a metric series (dimensions sorted by name).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesKey {
-    namespace: String,
-    metric_name: String,
-    dimensions: Vec<(String, String)>,
-    unit: String,
-    storage_resolution: i32,
-}
-
-impl SeriesKey {
-    /// Bytes of the strings one row of this series carries.
-    fn string_bytes(&self) -> usize {
-        self.namespace.len()
-            + self.metric_name.len()
-            + self.unit.len()
-            + self
-                .dimensions
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
-    }
+/// Bytes of the strings one row of a series carries.
+fn string_bytes(key: &SeriesKey) -> usize {
+    key.namespace.len()
+        + key.metric_name.len()
+        + key.unit.len()
+        + key
+            .dimensions
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 /// One point: 24 bytes, whatever its series carries.
@@ -256,7 +245,7 @@ impl MetricsChunk {
         let widest = self
             .series
             .iter()
-            .map(|s| s.string_bytes())
+            .map(|s| string_bytes(s))
             .max()
             .unwrap_or(1)
             .max(1);
@@ -276,8 +265,9 @@ impl MetricsChunk {
         })
     }
 
-    /// Encodes the chunk as Parquet files in storage order, one slice of rows at a time so that
-    /// memory holds only the compact rows and one Arrow batch per encoder.
+    /// Encodes the chunk as Parquet files in storage order. The series' strings are written
+    /// from the interned series (see [`MetricsFileWriter`]), the points one slice of rows at a
+    /// time, so that memory holds only the compact rows and a slice of point columns per encoder.
     ///
     /// A chunk of at least `2 * min_rows` rows is cut into up to `parts` files at series
     /// boundaries, encoded on as many threads: the encoder is CPU-bound, and a large chunk
@@ -291,13 +281,20 @@ impl MetricsChunk {
         min_rows: usize,
     ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_query::Error> {
         let order = self.storage_order();
-        let step = self.batch_rows();
         let encode = |slice: &[u32]| -> Result<(bytes::Bytes, FileStats), watchtrail_query::Error> {
-            let mut enc = ParquetEncoder::new(TableKind::Metrics)?;
-            for batch in slice.chunks(step) {
-                enc.write(&self.build_batch(batch.iter().map(|&i| self.rows.get(i)))?)?;
+            let mut file = MetricsFileWriter::new()?;
+            let mut rows = Vec::with_capacity(METRICS_BATCH_ROWS.min(slice.len()));
+            for group in slice.chunks(ROW_GROUP_ROWS) {
+                let runs = series_runs(group.iter().map(|&i| self.rows.get(i).series));
+                let mut row_group = file.row_group(&self.series, &runs)?;
+                for part in group.chunks(METRICS_BATCH_ROWS) {
+                    rows.clear();
+                    rows.extend(part.iter().map(|&i| self.rows.get(i)));
+                    row_group.write_points(&self.point_columns(&rows))?;
+                }
+                file.write_row_group(row_group)?;
             }
-            enc.finish()
+            file.finish()
         };
         let bounds = self.part_bounds(&order, parts, min_rows);
         if bounds.len() <= 2 {
@@ -347,14 +344,71 @@ impl MetricsChunk {
         bounds
     }
 
-    /// One Arrow batch of `rows`. The rows come in runs of one series (storage order, or
-    /// arrival order, where a request's series carries many points), and a run's strings are
-    /// the same on every row: they are copied as whole blocks, not appended value by value.
+    /// The per-row columns of `rows` (time, value, statistic sets, resolution).
+    fn point_columns(&self, rows: &[&MetricRow]) -> PointColumns {
+        let n = rows.len();
+        let mut time: Vec<i64> = Vec::with_capacity(n);
+        let mut value: Vec<f64> = Vec::with_capacity(n);
+        let mut value_valid = NullBufferBuilder::new(n);
+        let mut resolution: Vec<i32> = Vec::with_capacity(n);
+        // (row, statistic set) of the statistic-set rows; usually none.
+        let mut stat_rows: Vec<(usize, u32)> = Vec::new();
+        let mut last: Option<(u32, i32)> = None;
+        for (i, r) in rows.iter().enumerate() {
+            time.push(r.time_us);
+            if r.stats == RAW_SAMPLE {
+                value.push(r.value);
+                value_valid.append_non_null();
+            } else {
+                stat_rows.push((i, r.stats));
+                value.push(0.0);
+                value_valid.append_null();
+            }
+            let res = match last {
+                Some((s, res)) if s == r.series => res,
+                _ => {
+                    let res = self.series[r.series as usize].storage_resolution;
+                    last = Some((r.series, res));
+                    res
+                }
+            };
+            resolution.push(res);
+        }
+        let stat_column = |j: usize| -> ArrayRef {
+            if stat_rows.is_empty() {
+                return Arc::new(Float64Array::new_null(n));
+            }
+            let mut column: Vec<Option<f64>> = vec![None; n];
+            for &(row, i) in &stat_rows {
+                column[row] = Some(self.stats[i as usize][j]);
+            }
+            Arc::new(Float64Array::from(column))
+        };
+        PointColumns {
+            time: Arc::new(TimestampMicrosecondArray::from(time).with_timezone(UTC)),
+            value: Arc::new(Float64Array::new(
+                ScalarBuffer::from(value),
+                value_valid.finish(),
+            )),
+            sample_count: stat_column(0),
+            sum: stat_column(1),
+            min: stat_column(2),
+            max: stat_column(3),
+            storage_resolution: Arc::new(Int32Array::from(resolution)),
+        }
+    }
+
+    /// One Arrow batch of `rows`, for SQL over the buffer. The rows come in runs of one series
+    /// (storage order, or arrival order, where a request's series carries many points), and a
+    /// run's strings are the same on every row: they are copied as whole blocks, not appended
+    /// value by value.
     fn build_batch<'a>(
         &self,
         rows: impl ExactSizeIterator<Item = &'a MetricRow>,
     ) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let rows: Vec<&MetricRow> = rows.collect();
         let n = rows.len();
+        let points = self.point_columns(&rows);
         let mut namespace = Strings::with_capacity(n, n * 8);
         let mut metric_name = Strings::with_capacity(n, n * 12);
         let mut unit = Strings::with_capacity(n, n * 8);
@@ -362,32 +416,12 @@ impl MetricsChunk {
         let mut values = Strings::with_capacity(n * 10, n * 60);
         let mut entries: Vec<i32> = Vec::with_capacity(n + 1);
         entries.push(0);
-        let mut time: Vec<i64> = Vec::with_capacity(n);
-        let mut resolution: Vec<i32> = Vec::with_capacity(n);
-        let mut value: Vec<f64> = Vec::with_capacity(n);
-        let mut value_valid = NullBufferBuilder::new(n);
-        // (row in the batch, statistic set) of the statistic-set rows; usually none.
-        let mut stat_rows: Vec<(usize, u32)> = Vec::new();
-
-        let mut rows = rows.peekable();
         let mut key_block = Vec::new();
         let mut value_block = Vec::new();
         let (mut key_lens, mut value_lens) = (Vec::new(), Vec::new());
-        while let Some(&&MetricRow { series, .. }) = rows.peek() {
+        for (series, len) in series_runs(rows.iter().map(|r| r.series)) {
             let s = &self.series[series as usize];
-            let mut len = 0;
-            while let Some(r) = rows.next_if(|r| r.series == series) {
-                time.push(r.time_us);
-                if r.stats == RAW_SAMPLE {
-                    value.push(r.value);
-                    value_valid.append_non_null();
-                } else {
-                    stat_rows.push((time.len() - 1, r.stats));
-                    value.push(0.0);
-                    value_valid.append_null();
-                }
-                len += 1;
-            }
+            let len = len as usize;
             namespace.push_repeated(s.namespace.as_bytes(), len);
             metric_name.push_repeated(s.metric_name.as_bytes(), len);
             unit.push_repeated(s.unit.as_bytes(), len);
@@ -409,23 +443,12 @@ impl MetricsChunk {
                 at += dims;
                 entries.push(at);
             }
-            resolution.extend(std::iter::repeat_n(s.storage_resolution, len));
         }
         if keys.bytes.len() > i32::MAX as usize || values.bytes.len() > i32::MAX as usize {
             return Err(arrow::error::ArrowError::ComputeError(
                 "a metrics batch's dimension strings passed 2 GiB".into(),
             ));
         }
-        let stat_column = |j: usize| -> ArrayRef {
-            if stat_rows.is_empty() {
-                return Arc::new(Float64Array::new_null(n));
-            }
-            let mut column: Vec<Option<f64>> = vec![None; n];
-            for &(row, i) in &stat_rows {
-                column[row] = Some(self.stats[i as usize][j]);
-            }
-            Arc::new(Float64Array::from(column))
-        };
         let DataType::Map(entry_field, _) = TableKind::Metrics
             .schema()
             .field_with_name("dimensions")?
@@ -457,20 +480,29 @@ impl MetricsChunk {
             Arc::new(namespace.finish()?),
             Arc::new(metric_name.finish()?),
             Arc::new(dims),
-            Arc::new(TimestampMicrosecondArray::from(time).with_timezone(UTC)),
-            Arc::new(Float64Array::new(
-                ScalarBuffer::from(value),
-                value_valid.finish(),
-            )),
+            points.time,
+            points.value,
             Arc::new(unit.finish()?),
-            stat_column(0),
-            stat_column(1),
-            stat_column(2),
-            stat_column(3),
-            Arc::new(Int32Array::from(resolution)),
+            points.sample_count,
+            points.sum,
+            points.min,
+            points.max,
+            points.storage_resolution,
         ];
         RecordBatch::try_new(TableKind::Metrics.schema(), columns)
     }
+}
+
+/// `(series, rows)` for each run of equal series numbers.
+fn series_runs(series: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for s in series {
+        match runs.last_mut() {
+            Some((last, n)) if *last == s => *n += 1,
+            _ => runs.push((s, 1)),
+        }
+    }
+    runs
 }
 
 /// A string column under construction: offsets and bytes, without the per-value bookkeeping
