@@ -243,7 +243,7 @@ impl MetricsFileWriter {
             written: 0,
             strings,
             writers: self.factory.create_column_writers(index)?,
-            time_range: None,
+            times: FileStats::default(),
         })
     }
 
@@ -273,12 +273,8 @@ impl MetricsFileWriter {
         }
         rg.close()?;
         self.stats.num_records += group.rows as i64;
-        if let Some((lo, hi)) = group.time_range {
-            self.stats.time_range = Some(
-                self.stats
-                    .time_range
-                    .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
-            );
+        if let Some((lo, hi)) = group.times.time_range {
+            self.stats.include_times(lo, hi);
         }
         Ok(())
     }
@@ -300,7 +296,8 @@ pub struct RowGroup {
     strings: Vec<(Bytes, ColumnCloseResult)>,
     /// One Arrow column writer per leaf (those of the series leaves go unused).
     writers: Vec<ArrowColumnWriter>,
-    time_range: Option<(i64, i64)>,
+    /// The time range of the points written so far.
+    times: FileStats,
 }
 
 impl std::fmt::Debug for RowGroup {
@@ -356,10 +353,7 @@ impl RowGroup {
         if let Some(ts) = points.time.as_primitive_opt::<TimestampMicrosecondType>()
             && let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts))
         {
-            self.time_range = Some(
-                self.time_range
-                    .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
-            );
+            self.times.include_times(lo, hi);
         }
         self.written += n as u64;
         Ok(())

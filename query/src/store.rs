@@ -399,6 +399,14 @@ pub struct FileStats {
 }
 
 impl FileStats {
+    /// Widens the time range to take in `lo..=hi`.
+    pub fn include_times(&mut self, lo: i64, hi: i64) {
+        self.time_range = Some(
+            self.time_range
+                .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
+        );
+    }
+
     /// Counts a batch (in `kind`'s schema) written to the file.
     pub fn record(&mut self, kind: TableKind, batch: &arrow::array::RecordBatch) {
         use arrow::array::{Array as _, AsArray as _};
@@ -407,10 +415,7 @@ impl FileStats {
             let ts = col.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
             debug_assert_eq!(ts.null_count(), 0);
             if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
-                self.time_range = Some(
-                    self.time_range
-                        .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
-                );
+                self.include_times(lo, hi);
             }
         }
         if kind == TableKind::Logs
