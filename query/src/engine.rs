@@ -11,6 +11,7 @@
 
 pub mod functions;
 mod provider;
+mod rules;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::{ObjectStoreRegistry, ObjectStoreUrl};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -303,6 +304,7 @@ impl Engine {
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_default_catalog_and_schema("watchtrail", tenant);
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.add_optimizer_rule(Arc::new(rules::GroupKeysOutOfAggregateOrder));
         let store_url = ObjectStoreUrl::parse(STORE_URL)?;
         for kind in TableKind::ALL {
             ctx.register_table(
@@ -342,12 +344,18 @@ impl Engine {
         let plan = cooperative_joins(plan).map_err(Error::from_datafusion)?;
         let mut stream =
             execute_stream(Arc::clone(&plan), ctx.task_ctx()).map_err(Error::from_datafusion)?;
-        if tx.send(Msg::Schema(stream.schema())).await.is_err() {
+        let schema = plain_schema(&stream.schema());
+        let convert = !Arc::ptr_eq(&schema, &stream.schema());
+        if tx.send(Msg::Schema(Arc::clone(&schema))).await.is_err() {
             return Ok(());
         }
         let mut rows = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(Error::from_datafusion)?;
+            let batch = match convert {
+                true => provider::conform(batch, &schema).map_err(Error::from_datafusion)?,
+                false => batch,
+            };
             rows += batch.num_rows() as u64;
             if tx.send(Msg::Batch(batch)).await.is_err() {
                 // The caller went away: dropping the stream cancels the query.
@@ -365,6 +373,31 @@ impl Engine {
         let _ = tx.send(Msg::Done(stats)).await;
         Ok(())
     }
+}
+
+/// `schema` with every dictionary type, at any depth, replaced by its value type: the engine
+/// reads some columns as dictionaries (see `TableKind::read_schema`), but answers carry the
+/// tables' plain types, which every output format and client takes.
+fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+    fn plain(t: &DataType) -> DataType {
+        match t {
+            DataType::Dictionary(_, value) => plain(value),
+            DataType::Map(entries, sorted) => DataType::Map(plain_field(entries), *sorted),
+            DataType::List(f) => DataType::List(plain_field(f)),
+            DataType::LargeList(f) => DataType::LargeList(plain_field(f)),
+            DataType::FixedSizeList(f, n) => DataType::FixedSizeList(plain_field(f), *n),
+            DataType::Struct(fields) => DataType::Struct(fields.iter().map(plain_field).collect()),
+            other => other.clone(),
+        }
+    }
+    fn plain_field(f: &FieldRef) -> FieldRef {
+        Arc::new(f.as_ref().clone().with_data_type(plain(f.data_type())))
+    }
+    let fields: Vec<FieldRef> = schema.fields().iter().map(plain_field).collect();
+    if fields.as_slice() == schema.fields().as_ref() {
+        return Arc::clone(schema);
+    }
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Makes every join yield to the runtime after each batch it produces. A join expands batches it

@@ -64,6 +64,18 @@ impl TableKind {
         }
     }
 
+    /// The Arrow schema SQL reads the table's files with: the stored schema, except that the
+    /// metrics `dimensions` map has dictionary-encoded keys and values. Its Parquet pages are
+    /// dictionary pages of a few distinct names and values per file, so reading them as Arrow
+    /// dictionaries copies only indices, where plain strings would copy twenty strings a row.
+    /// Results leave the engine with plain types again.
+    pub fn read_schema(self) -> SchemaRef {
+        match self {
+            TableKind::Metrics => Arc::clone(&METRICS_READ_SCHEMA),
+            kind => kind.schema(),
+        }
+    }
+
     /// The column that orders rows in time (used for file statistics and pruning).
     pub fn time_column(self) -> &'static str {
         match self {
@@ -127,6 +139,20 @@ pub fn string_map_type() -> DataType {
     DataType::Map(Arc::new(entries), false)
 }
 
+/// [`string_map_type`] with dictionary-encoded keys and values, as SQL reads it.
+pub fn dictionary_map_type() -> DataType {
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let entries = Field::new(
+        "key_value",
+        DataType::Struct(Fields::from(vec![
+            Field::new("key", dictionary.clone(), false),
+            Field::new("value", dictionary, true),
+        ])),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
 fn utf8(name: &str) -> Field {
     Field::new(name, DataType::Utf8, true)
 }
@@ -151,6 +177,18 @@ static METRICS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("max", DataType::Float64, true),
         Field::new("storage_resolution", DataType::Int32, false),
     ]))
+});
+
+static METRICS_READ_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let fields: Vec<Field> = METRICS_SCHEMA
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Map(..) => f.as_ref().clone().with_data_type(dictionary_map_type()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 });
 
 static LOGS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -74,7 +75,7 @@ impl WatchtrailTable {
 #[async_trait]
 impl TableProvider for WatchtrailTable {
     fn schema(&self) -> SchemaRef {
-        self.kind.schema()
+        self.kind.read_schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -96,7 +97,10 @@ impl TableProvider for WatchtrailTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = self.kind.schema();
+        let schema = self.kind.read_schema();
+        // Files are read with the read schema's types (see `TableKind::read_schema`) only where
+        // it differs from the stored one, so no other table depends on the hint.
+        let hint = (schema != self.kind.schema()).then(|| Arc::clone(&schema));
         let snapshot = self.snapshot().await?;
         let range = time_range(self.kind.time_column(), filters);
         let files: Vec<&DataFile> = snapshot
@@ -126,7 +130,7 @@ impl TableProvider for WatchtrailTable {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }
-            let groups = file_groups(&files, state.config().target_partitions().max(1));
+            let groups = file_groups(&files, state.config().target_partitions().max(1), &hint);
             let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
                 .with_file_groups(groups)
                 .with_projection_indices(projection.cloned())?
@@ -170,14 +174,18 @@ impl TableProvider for WatchtrailTable {
 }
 
 /// Spreads files over `n` groups of about equal bytes (largest first into the lightest group).
-fn file_groups(files: &[&DataFile], n: usize) -> Vec<FileGroup> {
+fn file_groups(files: &[&DataFile], n: usize, hint: &Option<SchemaRef>) -> Vec<FileGroup> {
     let mut sorted: Vec<&&DataFile> = files.iter().collect();
     sorted.sort_by_key(|f| std::cmp::Reverse(f.size));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n.min(files.len())];
     for f in sorted {
         if let Some(g) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
             g.0 += f.size;
-            g.1.push(PartitionedFile::new(f.path.to_string(), f.size));
+            let mut file = PartitionedFile::new(f.path.to_string(), f.size);
+            if let Some(schema) = hint {
+                file = file.with_arrow_schema(Arc::clone(schema));
+            }
+            g.1.push(file);
         }
     }
     groups
@@ -204,6 +212,7 @@ impl PartitionStream for BufferedPartition {
         let rows = Arc::clone(&self.rows);
         let range = self.range;
         let counters = Arc::clone(&self.counters);
+        let schema = Arc::clone(&self.schema);
         let batches = futures::stream::once(async move {
             let batches = rows
                 .batches(range)
@@ -212,7 +221,11 @@ impl PartitionStream for BufferedPartition {
             counters
                 .buffered_rows
                 .fetch_add(n as u64, Ordering::Relaxed);
-            Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
+            let batches = batches
+                .into_iter()
+                .map(move |b| conform(b, &schema))
+                .collect::<Vec<_>>();
+            Ok::<_, DataFusionError>(futures::stream::iter(batches))
         })
         .try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(
@@ -220,6 +233,23 @@ impl PartitionStream for BufferedPartition {
             batches.boxed(),
         ))
     }
+}
+
+/// `batch` with the columns' types of `schema` (buffered rows come in the stored schema, and
+/// the scan reads the read schema).
+pub(crate) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let same =
+        (batch.columns().iter().zip(schema.fields())).all(|(c, f)| c.data_type() == f.data_type());
+    if same {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| Ok(arrow::compute::cast(c, f.data_type())?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// The time range the filters allow, read from comparisons of the time column with constants

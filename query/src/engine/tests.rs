@@ -346,6 +346,111 @@ async fn buffered_rows_are_read_with_committed_files() {
 }
 
 #[tokio::test]
+async fn dimensions_are_read_as_dictionaries_and_answered_as_plain_strings() {
+    let storage = storage_with_hours(1).await;
+    let extra = metrics_batch(&[("App", "Latency", &[("Host", "b"), ("Az", "z")], T0, Ok(7.0))]);
+    let source = Arc::new(WithBuffer {
+        inner: StoreSource::new(storage.clone()),
+        extra,
+    });
+    let e = Engine::new(&storage, source, EngineConfig::default());
+    // Inside the engine, from files and from the buffer alike, the map holds dictionaries.
+    let r = e
+        .collect(
+            "t1",
+            "SELECT DISTINCT arrow_typeof(dimensions['Host']) FROM metrics",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.num_rows(), 1);
+    assert_eq!(
+        r.batches[0].column(0).as_string::<i32>().value(0),
+        "Dictionary(Int32, Utf8)"
+    );
+    // Answers carry plain strings, in every column that held a dictionary.
+    let r = e
+        .collect(
+            "t1",
+            "SELECT dimensions, dimensions['Host'] AS host, map_keys(dimensions) AS names \
+             FROM metrics ORDER BY host, time LIMIT 2 OFFSET 9",
+        )
+        .await
+        .unwrap();
+    let plain_map = crate::tables::string_map_type();
+    assert_eq!(r.schema.field(0).data_type(), &plain_map);
+    assert_eq!(r.schema.field(1).data_type(), &DataType::Utf8);
+    let batch = arrow::compute::concat_batches(&r.schema, &r.batches).unwrap();
+    assert_eq!(batch.column(0).data_type(), &plain_map);
+    let hosts = batch.column(1).as_string::<i32>();
+    assert_eq!((hosts.value(0), hosts.value(1)), ("a", "b"));
+    let names = batch.column(2).as_list::<i32>();
+    assert_eq!(
+        names
+            .value(1)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        ["Host", "Az"]
+    );
+    let json = crate::output::json_rows(&r.batches).unwrap();
+    let json = String::from_utf8(json).unwrap();
+    assert!(json.contains(r#""host":"b""#), "{json}");
+}
+
+#[tokio::test]
+async fn distinct_on_compares_rows_only_on_the_keys_that_vary_within_a_group() {
+    let storage = Storage::in_memory(Arc::new(InMemory::new()));
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for i in 0..5 {
+        // Times out of order, so a first value taken in arrival order would be wrong.
+        let t = T0 + ((i * 3) % 5) * 1_000_000;
+        let v = ((i * 3) % 5) as f64;
+        rows.push(("App", "Latency", &[("Host", "a")], t, Ok(v)));
+        rows.push(("App", "Latency", &[("Host", "b")], t, Ok(10.0 + v)));
+        rows.push(("App", "Errors", &[("Host", "a")], t, Ok(20.0 + v)));
+    }
+    storage
+        .append_batch("t1", TableKind::Metrics, &metrics_batch(&rows))
+        .await
+        .unwrap();
+    let e = engine(&storage);
+    let sql = "SELECT DISTINCT ON (dimensions['Host'], metric_name) dimensions['Host'] AS host, \
+               metric_name, time, value FROM metrics \
+               ORDER BY dimensions['Host'], metric_name, time DESC";
+    let r = e.collect("t1", sql).await.unwrap();
+    let batch = arrow::compute::concat_batches(&r.schema, &r.batches).unwrap();
+    let got: Vec<(String, String, f64)> = (0..batch.num_rows())
+        .map(|i| {
+            (
+                batch.column(0).as_string::<i32>().value(i).to_string(),
+                batch.column(1).as_string::<i32>().value(i).to_string(),
+                batch.column(3).as_primitive::<Float64Type>().value(i),
+            )
+        })
+        .collect();
+    let want = [
+        ("a", "Errors", 24.0),
+        ("a", "Latency", 4.0),
+        ("b", "Latency", 14.0),
+    ];
+    let want: Vec<(String, String, f64)> = want
+        .iter()
+        .map(|(h, m, v)| (h.to_string(), m.to_string(), *v))
+        .collect();
+    assert_eq!(got, want);
+    // The first-value aggregates are ordered by time alone: host and metric are grouping keys.
+    let r = e.collect("t1", &format!("EXPLAIN {sql}")).await.unwrap();
+    let plan = arrow::util::pretty::pretty_format_batches(&r.batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("first_value(metrics.value) ORDER BY [metrics.time DESC NULLS FIRST] AS"),
+        "{plan}"
+    );
+}
+
+#[tokio::test]
 async fn tenants_see_only_their_own_tables() {
     let storage = storage_with_hours(1).await;
     let e = engine(&storage);
