@@ -9,6 +9,7 @@
 //! starve ingest) and stream their batches back through a small channel; dropping the
 //! [`QueryStream`] cancels the query.
 
+mod date_trunc;
 pub mod functions;
 mod provider;
 mod rules;
@@ -322,6 +323,8 @@ impl Engine {
         for f in functions::athena_functions() {
             ctx.register_udf(f);
         }
+        // Replaces DataFusion's `date_trunc` (same name, aliases and results).
+        ctx.register_udf(date_trunc::UtcDateTrunc::udf());
         Ok(ctx)
     }
 

@@ -451,6 +451,75 @@ async fn distinct_on_compares_rows_only_on_the_keys_that_vary_within_a_group() {
 }
 
 #[tokio::test]
+async fn date_trunc_of_utc_hours_and_days_matches_date_bin_before_and_after_1970() {
+    // date_bin answers in nanoseconds, hence the `/ 1000`.
+    let storage = Storage::in_memory(Arc::new(InMemory::new()));
+    let times = [
+        -86_400_000_001,
+        -3_600_000_000,
+        -1,
+        0,
+        1,
+        T0,
+        T0 + HOUR - 1,
+        T0 + 25 * HOUR + 7,
+    ];
+    let rows: Vec<Row<'_>> = times
+        .iter()
+        .map(|t| ("App", "Latency", &[("Host", "a")][..], *t, Ok(1.0)))
+        .collect();
+    storage
+        .append_batch("t1", TableKind::Metrics, &metrics_batch(&rows))
+        .await
+        .unwrap();
+    let r = engine(&storage)
+        .collect(
+            "t1",
+            "SELECT arrow_cast(time, 'Int64'), \
+             arrow_cast(date_trunc('hour', time), 'Int64'), \
+             arrow_cast(date_bin(INTERVAL '1 hour', time), 'Int64') / 1000, \
+             arrow_cast(datetrunc('DAY', time), 'Int64'), \
+             arrow_cast(date_bin(INTERVAL '1 day', time), 'Int64') / 1000, \
+             arrow_typeof(date_trunc('hour', time)), \
+             arrow_cast(date_trunc('month', time), 'Int64') \
+             FROM metrics ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    let batch = arrow::compute::concat_batches(&r.schema, &r.batches).unwrap();
+    assert_eq!(batch.num_rows(), times.len());
+    let col = |i: usize| {
+        batch
+            .column(i)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+    };
+    for row in 0..batch.num_rows() {
+        assert_eq!(
+            col(1).value(row),
+            col(2).value(row),
+            "hour of {}",
+            col(0).value(row)
+        );
+        assert_eq!(
+            col(3).value(row),
+            col(4).value(row),
+            "day of {}",
+            col(0).value(row)
+        );
+    }
+    // One microsecond before 1970 lies in the last hour and day of 1969.
+    let before = times.iter().position(|t| *t == -1).unwrap();
+    assert_eq!(col(1).value(before), -3_600_000_000);
+    assert_eq!(col(3).value(before), -86_400_000_000);
+    assert_eq!(
+        batch.column(5).as_string::<i32>().value(0),
+        "Timestamp(µs, \"UTC\")"
+    );
+    // Other granularities still go through DataFusion's own function: 1969-12-01.
+    assert_eq!(col(6).value(before), -31 * 86_400_000_000);
+}
+
+#[tokio::test]
 async fn tenants_see_only_their_own_tables() {
     let storage = storage_with_hours(1).await;
     let e = engine(&storage);
