@@ -59,7 +59,7 @@ impl OptimizerRule for GroupKeysOutOfAggregateOrder {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
         }
         let rewritten = Aggregate::try_new(
-            aggregate.input.clone(),
+            std::sync::Arc::clone(&aggregate.input),
             aggregate.group_expr.clone(),
             aggr_expr,
         )?;
@@ -105,7 +105,7 @@ fn trimmed(e: &Expr, keys: &[&Expr]) -> Option<Expr> {
     let mut params = function.params.clone();
     params.order_by.drain(..constant);
     let rewritten = Expr::AggregateFunction(AggregateFunction {
-        func: function.func.clone(),
+        func: std::sync::Arc::clone(&function.func),
         params,
     });
     Some(match alias {
