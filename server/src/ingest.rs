@@ -152,6 +152,28 @@ impl Ingest {
         tenant: &str,
         req: PutAuditEventsRequest,
     ) -> Result<IngestResponse> {
+        self.put_audit_with(tenant, req, false).await
+    }
+
+    /// [`Ingest::put_audit`] for the server's own audit trail, which may use the WAL's reserve
+    /// (see [`crate::wal::Wal::append_reserved`]).
+    ///
+    /// # Errors
+    /// As [`Ingest::put_audit`].
+    pub async fn put_self_audit(
+        &self,
+        tenant: &str,
+        req: PutAuditEventsRequest,
+    ) -> Result<IngestResponse> {
+        self.put_audit_with(tenant, req, true).await
+    }
+
+    async fn put_audit_with(
+        &self,
+        tenant: &str,
+        req: PutAuditEventsRequest,
+        reserved: bool,
+    ) -> Result<IngestResponse> {
         let now = now_ms();
         let n = req.records.len();
         let v =
@@ -177,7 +199,11 @@ impl Ingest {
             now,
         );
         rec.audit = Some(v.canonical);
-        let resp = self.wal.append(rec, Some(Prepared::Audit(events))).await?;
+        let prepared = Some(Prepared::Audit(events));
+        let resp = match reserved {
+            true => self.wal.append_reserved(rec, prepared).await?,
+            false => self.wal.append(rec, prepared).await?,
+        };
         if !resp.duplicate {
             self.count(TableKind::Audit, resp.accepted, 0);
         }

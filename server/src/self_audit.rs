@@ -243,7 +243,7 @@ async fn write(ingest: &Ingest, metrics: &Metrics, batch: HashMap<String, Vec<St
             let mut delay = Duration::from_millis(100);
             let mut attempt = 0;
             loop {
-                match ingest.put_audit(&tenant, req.clone()).await {
+                match ingest.put_self_audit(&tenant, req.clone()).await {
                     Ok(_) => {
                         metrics.self_audit_events.add(n);
                         break;

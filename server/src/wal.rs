@@ -153,6 +153,8 @@ struct Pending {
     payload: Vec<u8>,
     prepared: Option<crate::ingest::Prepared>,
     reply: oneshot::Sender<Result<IngestResponse>>,
+    /// May use the reserve beyond the budget (see [`Wal::append_reserved`]).
+    reserved: bool,
 }
 
 #[derive(Debug)]
@@ -314,6 +316,30 @@ impl Wal {
         record: WalRecord,
         prepared: Option<crate::ingest::Prepared>,
     ) -> Result<IngestResponse> {
+        self.append_with(record, prepared, false).await
+    }
+
+    /// Appends a record the server writes about itself (its self-audit trail), which may also
+    /// use a reserve of a sixteenth of the budget beyond it. When clients fill the log, their
+    /// requests are refused, and each refusal is itself an audited call; without the reserve
+    /// those records would compete with the clients' retries for the same room and be lost.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the reserve is used up too, or the log is shutting down.
+    pub async fn append_reserved(
+        &self,
+        record: WalRecord,
+        prepared: Option<crate::ingest::Prepared>,
+    ) -> Result<IngestResponse> {
+        self.append_with(record, prepared, true).await
+    }
+
+    async fn append_with(
+        &self,
+        record: WalRecord,
+        prepared: Option<crate::ingest::Prepared>,
+        reserved: bool,
+    ) -> Result<IngestResponse> {
         let (reply, rx) = oneshot::channel();
         let mut record = record;
         record.seq = 0;
@@ -326,6 +352,7 @@ impl Wal {
                 payload,
                 prepared,
                 reply,
+                reserved,
             })
             .await
             .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
@@ -471,7 +498,11 @@ impl Writer {
                     duplicates.push((p, None));
                     continue;
                 }
-                if budget_used + buf.len() as u64 >= self.config.max_bytes {
+                let limit = match p.reserved {
+                    true => self.config.max_bytes + self.config.max_bytes / 16,
+                    false => self.config.max_bytes,
+                };
+                if budget_used + buf.len() as u64 >= limit {
                     self.metrics.wal_full_rejections.inc();
                     let _ = p.reply.send(Err(Error::Unavailable(
                         "write-ahead log is full (is object storage reachable?); retry later"

@@ -160,6 +160,43 @@ async fn over_budget_appends_are_unavailable() {
 }
 
 #[tokio::test]
+async fn the_servers_own_records_have_a_bounded_reserve_beyond_the_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.max_bytes = 1600;
+    cfg.segment_bytes = 100;
+    let (wal, _, _) = open(cfg);
+    let mut i = 0;
+    while wal.append(record(&format!("c{i}")), None).await.is_ok() {
+        i += 1;
+        assert!(i < 1000, "the budget was never enforced");
+    }
+    let full = wal.total_bytes();
+    // Clients are refused, the server's own record still goes in...
+    assert!(wal.append(record("client-again"), None).await.is_err());
+    wal.append_reserved(record("self-0"), None)
+        .await
+        .expect("a reserved append while the log is full for clients");
+    assert!(wal.total_bytes() > full);
+    // ... but only up to a sixteenth of the budget more.
+    let mut reserved = 1;
+    while wal
+        .append_reserved(record(&format!("self-{reserved}")), None)
+        .await
+        .is_ok()
+    {
+        reserved += 1;
+        assert!(reserved < 1000, "the reserve was never enforced");
+    }
+    let one_record = (wal.total_bytes() - full) / reserved;
+    assert!(
+        wal.total_bytes() <= 1600 + 100 + one_record + 100,
+        "{}",
+        wal.total_bytes()
+    );
+}
+
+#[tokio::test]
 async fn truncation_deletes_committed_segments_but_remembers_their_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
