@@ -348,17 +348,14 @@ impl Engine {
         let mut stream =
             execute_stream(Arc::clone(&plan), ctx.task_ctx()).map_err(Error::from_datafusion)?;
         let schema = plain_schema(&stream.schema());
-        let convert = !Arc::ptr_eq(&schema, &stream.schema());
         if tx.send(Msg::Schema(Arc::clone(&schema))).await.is_err() {
             return Ok(());
         }
         let mut rows = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(Error::from_datafusion)?;
-            let batch = match convert {
-                true => provider::conform(batch, &schema).map_err(Error::from_datafusion)?,
-                false => batch,
-            };
+            // Unchanged unless it holds dictionaries.
+            let batch = provider::conform(batch, &schema).map_err(Error::from_datafusion)?;
             rows += batch.num_rows() as u64;
             if tx.send(Msg::Batch(batch)).await.is_err() {
                 // The caller went away: dropping the stream cancels the query.

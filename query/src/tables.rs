@@ -128,25 +128,24 @@ pub fn timestamp_type() -> DataType {
 
 /// The Arrow type of a string→string map, named as Delta names it.
 pub fn string_map_type() -> DataType {
-    let entries = Field::new(
-        "key_value",
-        DataType::Struct(Fields::from(vec![
-            Field::new("key", DataType::Utf8, false),
-            Field::new("value", DataType::Utf8, true),
-        ])),
-        false,
-    );
-    DataType::Map(Arc::new(entries), false)
+    map_type(DataType::Utf8)
 }
 
 /// [`string_map_type`] with dictionary-encoded keys and values, as SQL reads it.
 pub fn dictionary_map_type() -> DataType {
-    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    map_type(DataType::Dictionary(
+        Box::new(DataType::Int32),
+        Box::new(DataType::Utf8),
+    ))
+}
+
+/// A map whose keys and values are both `strings`, with Delta's field names.
+fn map_type(strings: DataType) -> DataType {
     let entries = Field::new(
         "key_value",
         DataType::Struct(Fields::from(vec![
-            Field::new("key", dictionary.clone(), false),
-            Field::new("value", dictionary, true),
+            Field::new("key", strings.clone(), false),
+            Field::new("value", strings, true),
         ])),
         false,
     );

@@ -318,15 +318,20 @@ impl SnapshotSource for WithBuffer {
     }
 }
 
-#[tokio::test]
-async fn buffered_rows_are_read_with_committed_files() {
-    let storage = storage_with_hours(2).await;
-    let extra = metrics_batch(&[("App", "Latency", &[("Host", "b")], T0, Ok(7.0))]);
+/// An engine over `storage` whose metrics table also has `extra` as buffered rows.
+fn engine_with_buffered(storage: &Storage, extra: RecordBatch) -> Engine {
     let source = Arc::new(WithBuffer {
         inner: StoreSource::new(storage.clone()),
         extra,
     });
-    let e = Engine::new(&storage, source, EngineConfig::default());
+    Engine::new(storage, source, EngineConfig::default())
+}
+
+#[tokio::test]
+async fn buffered_rows_are_read_with_committed_files() {
+    let storage = storage_with_hours(2).await;
+    let extra = metrics_batch(&[("App", "Latency", &[("Host", "b")], T0, Ok(7.0))]);
+    let e = engine_with_buffered(&storage, extra);
     let r = e
         .collect(
             "t1",
@@ -349,11 +354,7 @@ async fn buffered_rows_are_read_with_committed_files() {
 async fn dimensions_are_read_as_dictionaries_and_answered_as_plain_strings() {
     let storage = storage_with_hours(1).await;
     let extra = metrics_batch(&[("App", "Latency", &[("Host", "b"), ("Az", "z")], T0, Ok(7.0))]);
-    let source = Arc::new(WithBuffer {
-        inner: StoreSource::new(storage.clone()),
-        extra,
-    });
-    let e = Engine::new(&storage, source, EngineConfig::default());
+    let e = engine_with_buffered(&storage, extra);
     // Inside the engine, from files and from the buffer alike, the map holds dictionaries.
     let r = e
         .collect(
