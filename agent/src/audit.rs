@@ -75,6 +75,9 @@ fn looks_like_time(s: &str) -> bool {
         && b[16] == b':'
 }
 
+/// The `eventSource` of the server's own trail, which no ingested event may claim.
+const RESERVED_EVENT_SOURCE: &str = "watchtrail";
+
 fn check_event(raw: &RawValue, at: &str) -> Result<String, AuditError> {
     let text = raw.get();
     if text.len() > MAX_RECORD_BYTES {
@@ -96,6 +99,18 @@ fn check_event(raw: &RawValue, at: &str) -> Result<String, AuditError> {
             ));
         }
         None => return Err(AuditError::new(format!("{at}.eventTime"), "is required")),
+    }
+    // The server refuses a batch holding one (its own trail's source): refuse the event here,
+    // where the caller still hears about it, rather than lose its batch later.
+    if obj
+        .get("eventSource")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case(RESERVED_EVENT_SOURCE))
+    {
+        return Err(AuditError::new(
+            format!("{at}.eventSource"),
+            format!("`{RESERVED_EVENT_SOURCE}` is reserved for the server's own events"),
+        ));
     }
     match obj.get("eventID") {
         Some(Value::String(id)) if !id.is_empty() && id.len() <= 1024 => Ok(text.to_string()),
@@ -207,6 +222,14 @@ mod tests {
         assert_eq!(parse_events(arr.as_bytes()).map(|v| v.len()), Ok(2));
         let del = format!(r#"{{"Records": [{EV}]}}"#);
         assert_eq!(parse_events(del.as_bytes()), Ok(vec![EV.to_string()]));
+    }
+
+    #[test]
+    fn events_claiming_the_servers_own_source_are_refused_by_position() {
+        let forged = EV.replace("s3.amazonaws.com", " Watchtrail");
+        let e = parse_events(format!("[{EV}, {forged}]").as_bytes()).expect_err("forged");
+        assert_eq!(e.field, "[1].eventSource", "{e}");
+        assert!(e.message.contains("reserved"), "{e}");
     }
 
     #[test]

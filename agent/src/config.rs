@@ -323,8 +323,11 @@ pub struct FileConfig {
     /// Log stream; same placeholders. Default `{hostname}`.
     #[serde(default)]
     pub log_stream: Option<String>,
-    /// Where to start in files found at the first start; files that appear later are always
-    /// read from their beginning.
+    /// Where to start in files found at the agent's first scan (no saved state at all): `end`
+    /// (the default in TOML) skips what they hold at that scan, including lines written between
+    /// the agent's start and its first scan; `beginning` reads them whole, as the CloudWatch
+    /// agent does (and the default for its JSON). Files that appear later are always read from
+    /// their beginning.
     #[serde(default = "default_start")]
     pub start_position: StartPosition,
     /// strftime-like format of the timestamp inside each event; read time when unset.
@@ -346,6 +349,11 @@ pub struct FileConfig {
     /// Include/exclude filters.
     #[serde(default)]
     pub filters: Vec<LineFilter>,
+    /// Whether a symbolic link the glob matches is read (what it points to). Off by default:
+    /// the agent often runs as root, and whoever can write to a watched directory could
+    /// otherwise point a link at any file on the host and have it shipped.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 fn default_start() -> StartPosition {
@@ -745,7 +753,9 @@ pub fn from_cloudwatch_json(text: &str) -> Result<Config, ConfigError> {
                 log_stream: json_str(&f["log_stream_name"], &at("log_stream_name"))?
                     .or(default_stream)
                     .map(str::to_string),
-                start_position: StartPosition::End,
+                // The CloudWatch agent reads a file it has no saved state for from its
+                // beginning; so does a configuration written for it.
+                start_position: StartPosition::Beginning,
                 timestamp_format: json_str(&f["timestamp_format"], &at("timestamp_format"))?
                     .map(str::to_string),
                 timezone,
@@ -757,6 +767,7 @@ pub fn from_cloudwatch_json(text: &str) -> Result<Config, ConfigError> {
                 max_event_bytes: default_max_event(),
                 long_lines: LongLines::Truncate,
                 filters,
+                follow_symlinks: false,
             });
         }
     }

@@ -1,7 +1,10 @@
 //! The agent's local HTTP API, on 127.0.0.1 and optionally a Unix socket:
 //! - `POST /v1/audit`: one CloudTrail-shaped event, an array, or `{"Records":[...]}`. Answered
 //!   `200 {"accepted": n}` once the events are in the on-disk buffer (synced); malformed input
-//!   gets `400 {"error": "<field>: <reason>"}` and nothing of it is kept.
+//!   gets `400 {"error": "<field>: <reason>"}` and nothing of it is kept. Only
+//!   `Content-Type: application/json` without an `Origin` header is taken: a web page can make a
+//!   browser send a cross-site `text/plain` POST to 127.0.0.1 without asking, but not one of
+//!   these (415 and 403 otherwise).
 //! - `GET /metrics`: the agent's counters (Prometheus text).
 //! - `GET /healthz`.
 
@@ -32,7 +35,36 @@ fn json_response(code: StatusCode, body: serde_json::Value) -> Response {
         .into_response()
 }
 
-async fn post_audit(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
+/// Refuses what a browser may send cross-site on a page's behalf: any content type but JSON
+/// (forms and `text/plain` need no preflight) and any request that names its page's origin.
+fn refuse_browser_requests(headers: &axum::http::HeaderMap) -> Option<Response> {
+    if headers.contains_key(header::ORIGIN) {
+        return Some(json_response(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": "Origin: requests made by web pages are refused" }),
+        ));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    (!json).then(|| {
+        json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            serde_json::json!({ "error": "Content-Type: must be application/json" }),
+        )
+    })
+}
+
+async fn post_audit(
+    State(ctx): State<Arc<Context>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = refuse_browser_requests(&headers) {
+        return refused;
+    }
     let events = match audit::parse_events(&body) {
         Ok(e) => e,
         Err(e) => {

@@ -123,7 +123,7 @@ fn agent_id(state_dir: &Path) -> anyhow::Result<String> {
 
 /// Builds the shared context: state directory, agent id, spool.
 pub fn context(config: &Config) -> anyhow::Result<Arc<Context>> {
-    std::fs::create_dir_all(&config.state_dir)
+    crate::spool::create_private_dir(&config.state_dir)
         .with_context(|| format!("state_dir: cannot create {}", config.state_dir.display()))?;
     let stats = Arc::new(Stats::default());
     let spool = Spool::open(

@@ -220,7 +220,7 @@ impl Spool {
     /// Opens (or creates) the buffer under `dir`, cutting off a torn tail and reading back the
     /// positions of every record written.
     pub fn open(dir: &Path, options: SpoolOptions, stats: Arc<Stats>) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let checkpoint: Checkpoint = match fs::read(dir.join("positions.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 io::Error::new(
@@ -628,6 +628,21 @@ impl Spool {
         let inner = self.lock();
         inner.next_seq - 1 - inner.acked.min(inner.next_seq - 1)
     }
+}
+
+/// Creates `path` and its parents and makes `path` readable by its owner alone (0700): the
+/// buffer and checkpoints hold log lines and audit records no other local user may read.
+///
+/// # Errors
+/// The directory cannot be created or its mode set.
+pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -295,7 +295,14 @@ impl FileSource {
                     .is_some_and(|e| SKIPPED_EXTENSIONS.iter().any(|s| e == *s))
             })
             .filter_map(|p| {
-                let m = std::fs::metadata(&p).ok()?;
+                // A link is taken only when the configuration says so. Its identity is the
+                // link's own when it is not followed, so a file swapped for a link between this
+                // and the open never matches that identity and is not read.
+                let m = if self.config.follow_symlinks {
+                    std::fs::metadata(&p).ok()?
+                } else {
+                    std::fs::symlink_metadata(&p).ok()?
+                };
                 m.is_file().then(|| (p, (m.dev(), m.ino()), m.len()))
             })
             .collect()

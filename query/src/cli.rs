@@ -82,7 +82,9 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Local queries (`--store`) plan and run on these threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(crate::engine::shape::QUERY_THREAD_STACK_BYTES)
         .enable_all()
         .build()
     {

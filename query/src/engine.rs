@@ -9,10 +9,13 @@
 //! starve ingest) and stream their batches back through a small channel; dropping the
 //! [`QueryStream`] cancels the query.
 
+pub mod budget;
 mod date_trunc;
 pub mod functions;
+pub mod guard;
 mod provider;
 mod rules;
+pub mod shape;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -55,6 +58,9 @@ pub struct EngineConfig {
     pub timeout: Duration,
     /// Parallelism within one query.
     pub target_partitions: usize,
+    /// Memory all queries of the engine may hold together; `None`: no bound beyond each
+    /// query's own.
+    pub total_memory_limit: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +69,7 @@ impl Default for EngineConfig {
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(60),
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            total_memory_limit: None,
         }
     }
 }
@@ -127,10 +134,12 @@ pub struct QueryStream {
     deadline: tokio::time::Instant,
     timeout: Duration,
     task: tokio::task::AbortHandle,
+    budget: Arc<guard::QueryBudget>,
 }
 
 impl Drop for QueryStream {
     fn drop(&mut self) {
+        self.budget.cancel();
         self.task.abort();
     }
 }
@@ -158,6 +167,7 @@ impl QueryStream {
             return None;
         }
         let Ok(msg) = tokio::time::timeout_at(self.deadline, self.rx.recv()).await else {
+            self.budget.cancel();
             self.task.abort();
             return Some(Err(Error::Timeout(self.timeout)));
         };
@@ -202,16 +212,21 @@ pub struct Engine {
     source: Arc<dyn SnapshotSource>,
     config: EngineConfig,
     runtime: Option<tokio::runtime::Handle>,
+    budget: Option<Arc<budget::ServerMemoryBudget>>,
 }
 
 impl Engine {
     /// An engine reading `storage` through `source`.
     pub fn new(storage: &Storage, source: Arc<dyn SnapshotSource>, config: EngineConfig) -> Self {
+        let budget = config
+            .total_memory_limit
+            .map(|size| Arc::new(budget::ServerMemoryBudget::new(size)));
         Self {
             store: storage.object_store(),
             source,
             config,
             runtime: None,
+            budget,
         }
     }
 
@@ -232,12 +247,32 @@ impl Engine {
         &self.config
     }
 
+    /// The memory all running queries hold now, and the budget, when there is one.
+    pub fn memory_in_use(&self) -> Option<(usize, usize)> {
+        self.budget.as_ref().map(|b| (b.used(), b.size()))
+    }
+
     /// Starts `sql` over `tenant`'s tables. Planning errors (bad SQL, a statement that is not
     /// allowed) come back here; errors while running come from [`QueryStream::next_batch`].
     ///
     /// # Errors
     /// [`Error::Sql`], [`Error::ReadOnly`], [`Error::Timeout`], storage errors.
     pub async fn query(&self, tenant: &str, sql: &str) -> Result<QueryStream> {
+        self.query_holding(tenant, sql, None).await
+    }
+
+    /// As [`Engine::query`], holding `held` (for example a concurrency slot) until every part
+    /// of the query's work has stopped, which may be after the stream is dropped or timed out:
+    /// a function running when the query is cancelled finishes its current slice first.
+    ///
+    /// # Errors
+    /// As [`Engine::query`].
+    pub async fn query_holding(
+        &self,
+        tenant: &str,
+        sql: &str,
+        held: Option<Box<dyn std::any::Any + Send>>,
+    ) -> Result<QueryStream> {
         validate_tenant(tenant).map_err(Error::InvalidTenant)?;
         check_read_only(sql)?;
         let (tx, mut rx) = mpsc::channel(2);
@@ -246,11 +281,16 @@ impl Engine {
         let engine = self.clone();
         let tenant = tenant.to_string();
         let sql = sql.to_string();
+        let budget = Arc::new(guard::QueryBudget::new(self.config.memory_limit, held));
+        let task_budget = Arc::clone(&budget);
         let task = async move {
-            let run = engine.run(&tenant, &sql, &tx);
+            let run = engine.run(&tenant, &sql, &tx, &task_budget);
             let outcome = match tokio::time::timeout_at(deadline, run).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Timeout(timeout)),
+                Err(_) => {
+                    task_budget.cancel();
+                    Err(Error::Timeout(timeout))
+                }
             };
             if let Err(e) = outcome {
                 let _ = tx.send(Msg::Failed(e)).await;
@@ -264,6 +304,7 @@ impl Engine {
         let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(m) => m,
             Err(_) => {
+                budget.cancel();
                 task.abort();
                 return Err(Error::Timeout(timeout));
             }
@@ -276,8 +317,12 @@ impl Engine {
                 deadline,
                 timeout,
                 task,
+                budget,
             }),
-            Some(Msg::Failed(e)) => Err(e),
+            Some(Msg::Failed(e)) => {
+                budget.cancel();
+                Err(e)
+            }
             Some(other) => Err(Error::Internal(format!("query began with {other:?}"))),
             None => Err(Error::Internal("the query task ended early".into())),
         }
@@ -292,12 +337,23 @@ impl Engine {
     }
 
     /// A session over `tenant`'s tables.
-    fn session(&self, tenant: &str, counters: &Arc<QueryCounters>) -> Result<SessionContext> {
+    fn session(
+        &self,
+        tenant: &str,
+        counters: &Arc<QueryCounters>,
+        budget: &Arc<guard::QueryBudget>,
+    ) -> Result<SessionContext> {
         let registry = Arc::new(SingleStore {
             store: Arc::clone(&self.store),
         });
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.config.memory_limit, 1.0)
+        let mut builder = RuntimeEnvBuilder::new().with_memory_limit(self.config.memory_limit, 1.0);
+        if let (Some(server), Some(own)) = (&self.budget, builder.memory_pool.clone()) {
+            builder = builder.with_memory_pool(Arc::new(budget::SharedBudgetPool::new(
+                own,
+                Arc::clone(server),
+            )));
+        }
+        let runtime = builder
             .with_object_store_registry(registry)
             .build_arc()?;
         let config = session_config()?
@@ -325,13 +381,20 @@ impl Engine {
         }
         // Replaces DataFusion's `date_trunc` (same name, aliases and results).
         ctx.register_udf(date_trunc::UtcDateTrunc::udf());
+        guard::register(&ctx, budget)?;
         Ok(ctx)
     }
 
-    async fn run(&self, tenant: &str, sql: &str, tx: &mpsc::Sender<Msg>) -> Result<()> {
+    async fn run(
+        &self,
+        tenant: &str,
+        sql: &str,
+        tx: &mpsc::Sender<Msg>,
+        budget: &Arc<guard::QueryBudget>,
+    ) -> Result<()> {
         let started = Instant::now();
         let counters = Arc::new(QueryCounters::default());
-        let ctx = self.session(tenant, &counters)?;
+        let ctx = self.session(tenant, &counters, budget)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -462,11 +525,14 @@ fn session_config() -> Result<SessionConfig> {
 }
 
 /// Refuses everything but queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN` of a query, `SHOW
-/// TABLES`, `SHOW COLUMNS`), naming what was refused.
+/// TABLES`, `SHOW COLUMNS`), naming what was refused, and statements past the bounds of
+/// [`shape`] (length, expression depth and count, set operations, relations).
 ///
 /// # Errors
-/// [`Error::Sql`] when the text does not parse, [`Error::ReadOnly`] for other statements.
+/// [`Error::Sql`] when the text does not parse or crosses a bound, [`Error::ReadOnly`] for
+/// other statements.
 pub fn check_read_only(sql: &str) -> Result<()> {
+    shape::check_sql_length(sql)?;
     let statements = DFParser::parse_sql(sql).map_err(|e| Error::Sql(e.strip_backtrace()))?;
     if statements.len() != 1 {
         return Err(Error::Sql(format!(
@@ -476,6 +542,7 @@ pub fn check_read_only(sql: &str) -> Result<()> {
     }
     for s in &statements {
         allowed(s)?;
+        shape::check_statement(s)?;
     }
     Ok(())
 }

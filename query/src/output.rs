@@ -115,18 +115,26 @@ pub fn write(
 /// Arrow errors.
 pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
+    write_json_rows(batches, &mut buf)?;
+    Ok(buf)
+}
+
+/// Writes the rows as a JSON array of objects (`[]` when there are none) to `out`.
+///
+/// # Errors
+/// A value that cannot be encoded, or `out` refusing the bytes.
+pub fn write_json_rows(batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return out.write_all(b"[]").map_err(io);
+    }
     let mut w = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::JsonArray>(&mut buf);
+        .build::<_, arrow::json::writer::JsonArray>(out);
     for b in batches {
         w.write(b)?;
     }
     w.finish()?;
-    drop(w);
-    if buf.is_empty() {
-        buf.extend_from_slice(b"[]");
-    }
-    Ok(buf)
+    Ok(())
 }
 
 fn io(e: std::io::Error) -> Error {

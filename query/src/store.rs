@@ -82,7 +82,7 @@ impl Storage {
                     .map_err(|e| invalid(e.to_string()))?
                     .join(path)
             };
-            std::fs::create_dir_all(&abs)
+            create_private_dir(&abs, false)
                 .map_err(|e| invalid(format!("cannot create {}: {e}", abs.display())))?;
             let abs = abs
                 .canonicalize()
@@ -594,4 +594,22 @@ impl Storage {
             .await
             .map(Some)
     }
+}
+
+/// Creates `path` and its parents, and makes `path` itself readable by its owner alone (0700):
+/// it holds data (WAL segments, tables, keys) that no other local user may read. An existing
+/// directory is narrowed as well only when `narrow_existing` is set (directories Watchtrail
+/// owns; not one an operator named and may share on purpose).
+///
+/// # Errors
+/// The directory cannot be created or its mode set.
+pub fn create_private_dir(path: &std::path::Path, narrow_existing: bool) -> std::io::Result<()> {
+    let existed = path.is_dir();
+    std::fs::create_dir_all(path)?;
+    #[cfg(unix)]
+    if !existed || narrow_existing {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }

@@ -272,13 +272,27 @@ pub struct AlarmService {
 impl AlarmService {
     /// The subsystem over `storage`, querying through `engine`; `holder` names this server in
     /// the lease.
+    ///
+    /// # Errors
+    /// The webhook HTTP client cannot be built (its TLS roots, say); there is no falling back
+    /// to a client without the egress guard.
     pub fn new(
         storage: Storage,
         engine: Engine,
         config: AlarmConfig,
         holder: String,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Self {
+    ) -> crate::Result<Self> {
+        // Names resolve through the egress guard, and no proxy stands between it and the
+        // address it checked.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(egress::GuardedResolver::new(Arc::new(
+                config.egress.clone(),
+            ))))
+            .build()
+            .map_err(|e| crate::Error::Internal(format!("webhook HTTP client: {e}")))?;
         let control = ControlStore::new(storage.object_store(), storage.base_path().clone());
         let lease = Lease::new(
             storage.object_store(),
@@ -287,8 +301,7 @@ impl AlarmService {
             config.lease_ttl,
             storage.base_url().scheme() == "file",
         );
-        let egress = Arc::new(config.egress.clone());
-        Self {
+        Ok(Self {
             control,
             storage,
             engine,
@@ -297,16 +310,9 @@ impl AlarmService {
             holding: AtomicBool::new(false),
             wake: Notify::new(),
             outbox_wake: Notify::new(),
-            // Names resolve through the egress guard, and no proxy stands between it and the
-            // address it checked.
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .dns_resolver(Arc::new(egress::GuardedResolver::new(egress)))
-                .build()
-                .unwrap_or_default(),
+            http,
             metrics,
-        }
+        })
     }
 
     /// Whether this server holds the evaluator lease.
@@ -529,10 +535,14 @@ impl AlarmService {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn list_destinations(&self, tenant: &str) -> Result<Vec<Value>, ApiError> {
+    pub async fn list_destinations(
+        &self,
+        tenant: &str,
+        admin: bool,
+    ) -> Result<Vec<Value>, ApiError> {
         let mut v: Vec<Destination> = self.control.list(tenant, Doc::Destination).await?;
         v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v.iter().map(Destination::redacted).collect())
+        Ok(v.iter().map(|d| d.redacted(admin)).collect())
     }
 
     /// Deletes a destination.
@@ -1049,7 +1059,8 @@ impl AlarmService {
         };
         let attempt = match dest {
             Ok(Some(d)) => {
-                row.url = Some(d.url.clone());
+                // Tables are read with `read` keys: no credential from the URL goes in.
+                row.url = Some(webhook::redacted_url(&d.url));
                 match url::Url::parse(&d.url).map(|u| self.config.egress.check_url(&u)) {
                     Ok(Err(why)) => Attempt::Rejected(0, why),
                     _ => webhook::send(&self.http, &d, &entry, self.config.webhook_timeout).await,

@@ -448,7 +448,7 @@ impl Auth {
 fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        watchtrail_query::store::create_private_dir(dir, false)?;
     }
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();

@@ -69,6 +69,16 @@ pub struct ServerArgs {
     pub query_memory_limit: u64,
 
     /// How long one query may run before it is stopped with an error.
+    /// Memory all running queries may hold together (each also within
+    /// --query-memory-limit); a query that would cross it fails with 429 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "WATCHTRAIL_QUERY_MEMORY_BUDGET", default_value = "4G", value_parser = parse_bytes)]
+    pub query_memory_budget: u64,
+
+    /// Largest answer of one HTTP query once encoded (JSON, CSV, Arrow); past it 413
+    /// `QueryResultTooLarge` (use a LIMIT, or the gRPC stream).
+    #[arg(long, env = "WATCHTRAIL_QUERY_MAX_ANSWER_BYTES", default_value = "256M", value_parser = parse_bytes)]
+    pub query_max_answer_bytes: u64,
+
     #[arg(long, env = "WATCHTRAIL_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub query_timeout: Duration,
 
@@ -93,6 +103,16 @@ pub struct ServerArgs {
         default_value_t = 10_000
     )]
     pub max_grpc_connections: usize,
+
+    /// Connections one source address may hold open at once on each port; past it its new
+    /// connections are closed at once, so one address cannot take every slot. Raise it when a
+    /// load balancer or NAT puts many clients behind one address.
+    #[arg(
+        long,
+        env = "WATCHTRAIL_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 256
+    )]
+    pub max_connections_per_source: usize,
 
     /// HTTP/2 streams one gRPC connection may have open at once.
     #[arg(long, env = "WATCHTRAIL_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
@@ -341,6 +361,10 @@ pub struct ServerConfig {
     pub max_http_connections: usize,
     /// gRPC connections open at once.
     pub max_grpc_connections: usize,
+    /// Largest encoded HTTP query answer.
+    pub query_max_answer_bytes: usize,
+    /// Connections one source address may hold on each port.
+    pub max_connections_per_source: usize,
 }
 
 /// The directory of the server's local files besides the WAL (the first admin key, the
@@ -372,13 +396,24 @@ impl ServerArgs {
             || self.max_concurrent_streams == 0
             || self.max_http_connections == 0
             || self.max_grpc_connections == 0
+            || self.max_connections_per_source == 0
         {
             return Err(
-                "--tenant-query-concurrency, --max-concurrent-streams, --max-http-connections and --max-grpc-connections must be at least 1".into(),
+                "--tenant-query-concurrency, --max-concurrent-streams, --max-http-connections, --max-grpc-connections and --max-connections-per-source must be at least 1".into(),
             );
         }
         if self.query_memory_limit < (1 << 20) {
             return Err("--query-memory-limit must be at least 1M".into());
+        }
+        if self.query_memory_budget < self.query_memory_limit {
+            return Err(format!(
+                "--query-memory-budget ({}) must be at least --query-memory-limit ({}): it is \
+                 what all queries together may hold",
+                self.query_memory_budget, self.query_memory_limit
+            ));
+        }
+        if self.query_max_answer_bytes < 1024 {
+            return Err("--query-max-answer-bytes must be at least 1K".into());
         }
         if self.alarm_refresh.is_zero() || self.alarm_lease_ttl < Duration::from_secs(2) {
             return Err(
@@ -437,7 +472,9 @@ impl ServerArgs {
                 memory_limit: self.query_memory_limit as usize,
                 timeout: self.query_timeout,
                 target_partitions: query_threads,
+                total_memory_limit: Some(self.query_memory_budget as usize),
             },
+            query_max_answer_bytes: self.query_max_answer_bytes as usize,
             query_threads,
             store_url: self.store.store.clone(),
             wal: WalConfig {
@@ -467,6 +504,7 @@ impl ServerArgs {
             max_concurrent_streams: self.max_concurrent_streams,
             max_http_connections: self.max_http_connections,
             max_grpc_connections: self.max_grpc_connections,
+            max_connections_per_source: self.max_connections_per_source,
             auth: crate::auth::AuthConfig {
                 mode: self.auth,
                 admin_key_file: self

@@ -9,6 +9,7 @@ pub mod alarms;
 pub mod keys;
 pub mod log_groups;
 pub mod query;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,14 +47,25 @@ pub fn router(
     auth: Auth,
     trail: SelfAudit,
     gate: crate::query::QueryGate,
+    max_answer_bytes: usize,
 ) -> Router {
     let api = Router::new()
         .route("/v1/query", post(query::query))
         .with_state(query::QueryState {
             engine: engine.clone(),
-            gate,
+            gate: gate.clone(),
+            trail: trail.clone(),
+            max_answer_bytes,
         })
-        .merge(log_groups::router(alarms.control().clone(), engine))
+        // Routes that answer from SQL take a query slot of the tenant, as queries do.
+        .merge(
+            log_groups::router(alarms.control().clone(), engine)
+                .merge(alarms::history_router(Arc::clone(&alarms)))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    gate.clone(),
+                    query::gated,
+                )),
+        )
         .merge(alarms::router(Arc::clone(&alarms)))
         .merge(keys::router(auth.clone()))
         .layer(axum::middleware::from_fn_with_state(
@@ -301,6 +313,8 @@ async fn authorize(State(gate): State<Gate>, req: Request, next: Next) -> Respon
     }
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     req.extensions_mut().insert(principal);
+    // Handlers that record more than the outcome (a query's start) build on this.
+    req.extensions_mut().insert(call.clone());
     let response = next.run(req).await;
     if let Some(code) = error_code_of(&response) {
         call.error = Some((code, format!("HTTP {}", response.status().as_u16())));

@@ -184,12 +184,30 @@ impl Ingest {
             .map_err(|e| {
                 crate::error::Error::Unavailable(format!("cannot read the audit table: {e}"))
             })?;
-        let events = v
+        let events: Vec<audit_json::AuditEvent> = v
             .canonical
             .records
             .iter()
             .filter_map(|r| audit_json::parse_event(&r.json).ok())
             .collect();
+        // Only the server writes its own trail: an event that arrives through any ingest door
+        // (gRPC, the agent's intake, an import) may not read as one of the server's.
+        if !reserved
+            && let Some(i) = events.iter().position(|e| {
+                e.row["eventsource"]
+                    .as_str()
+                    .is_some_and(|s| s.trim().eq_ignore_ascii_case(crate::self_audit::EVENT_SOURCE))
+            })
+        {
+            self.count(TableKind::Audit, 0, n);
+            return Err(crate::error::Error::InvalidArgument {
+                field: format!("records[{i}].eventSource"),
+                reason: format!(
+                    "`{}` is reserved for the server's own events and cannot be ingested",
+                    crate::self_audit::EVENT_SOURCE
+                ),
+            });
+        }
         let mut rec = Self::record(
             tenant,
             TableKind::Audit,

@@ -48,6 +48,10 @@ pub use error::{Error, Result};
 /// Largest gRPC message accepted; the per-RPC limits (1 MB and so on) are checked after
 /// decoding so that the answer can say which limit was broken.
 const MAX_GRPC_MESSAGE_BYTES: usize = 8 << 20;
+/// How often the gRPC port pings an idle HTTP/2 connection.
+const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The bound sockets the server answers on.
 #[derive(Debug)]
@@ -110,8 +114,10 @@ pub async fn serve(
     let flush_task = tokio::spawn(flusher.run(flush_stop.clone(), config.shutdown_timeout));
 
     // Queries run on their own threads, so a heavy one cannot starve ingest.
+    // Their stack fits a statement at every bound `check_read_only` enforces.
     let query_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.query_threads)
+        .thread_stack_size(watchtrail_query::engine::shape::QUERY_THREAD_STACK_BYTES)
         .thread_name("watchtrail-query")
         .enable_all()
         .build()
@@ -131,7 +137,7 @@ pub async fn serve(
         // Stable across restarts: a restarted evaluator takes its own lease back at once.
         wal.server_id().to_string(),
         Arc::clone(&metrics),
-    ));
+    )?);
     let alarm_stop = CancellationToken::new();
     let alarm_task = tokio::spawn(Arc::clone(&alarms).run(alarm_stop.clone()));
     // Compaction gets one thread of its own: its CPU budget is one core, apart from ingest and
@@ -201,6 +207,10 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
     info!(%grpc_addr, %http_addr, store = %storage.base_url(), "serving");
+    for warning in exposure_warnings(&config, grpc_addr, http_addr) {
+        tracing::warn!("{warning}");
+        eprintln!("WARNING: {warning}");
+    }
 
     let grpc_stop = stop.clone();
     let mut builder = tonic::transport::Server::builder();
@@ -210,13 +220,24 @@ pub async fn serve(
             .tls_config(c)
             .map_err(|e| Error::Internal(format!("gRPC TLS: {e}")))?;
     }
+    let grpc_limits = tls::ConnectionLimits {
+        max: config.max_grpc_connections,
+        per_source: config.max_connections_per_source,
+    };
+    let http_limits = tls::ConnectionLimits {
+        max: config.max_http_connections,
+        per_source: config.max_connections_per_source,
+    };
     let grpc = builder
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        // A peer that stops answering pings is closed, and so its connection slot freed.
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(ingest_service)
         .add_service(query_service)
         .serve_with_incoming_shutdown(
-            tls::limited_grpc_incoming(listeners.grpc, config.max_grpc_connections),
+            tls::limited_grpc_incoming(listeners.grpc, grpc_limits),
             async move { grpc_stop.cancelled().await },
         );
     let http_stop = stop.clone();
@@ -228,47 +249,30 @@ pub async fn serve(
         auth,
         trail,
         gate,
+        config.query_max_answer_bytes,
     );
-    let http: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
-        match &config.tls {
-            None => Box::pin(
-                axum::serve(
-                    axum::serve::ListenerExt::tap_io(
-                        tls::LimitedListener::new(listeners.http, config.max_http_connections),
-                        |_| {},
-                    ),
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .into_future(),
-            ),
-            Some(tls) => {
-                let c = tls
-                    .rustls()
-                    .map_err(|e| Error::Internal(format!("{e:#}")))?;
-                let listener = axum::serve::ListenerExt::tap_io(
-                    tls::LimitedListener::new(
-                        tls::TlsListener::new(listeners.http, c)
-                            .map_err(|e| Error::Internal(format!("HTTP TLS: {e}")))?,
-                        config.max_http_connections,
-                    ),
-                    |_| {},
-                );
-                Box::pin(
-                    axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                    .into_future(),
-                )
-            }
-        };
+    let http: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match &config.tls {
+        None => Box::pin(http::serve::serve(
+            tls::LimitedListener::new(listeners.http, http_limits),
+            app,
+            http_stop,
+        )),
+        Some(tls) => {
+            let c = tls
+                .rustls()
+                .map_err(|e| Error::Internal(format!("{e:#}")))?;
+            let listener = tls::LimitedListener::new(
+                tls::TlsListener::new(listeners.http, c)
+                    .map_err(|e| Error::Internal(format!("HTTP TLS: {e}")))?,
+                http_limits,
+            );
+            Box::pin(http::serve::serve(listener, app, http_stop))
+        }
+    };
     drop(wal);
 
-    let (g, h) = tokio::join!(grpc, http);
+    let (g, ()) = tokio::join!(grpc, http);
     g.map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
-    h.map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
 
     // The trail's last events go into the WAL before the final flush.
     trail_stop.cancel();
@@ -287,4 +291,54 @@ pub async fn serve(
     query_runtime.shutdown_background();
     info!("shut down");
     Ok(())
+}
+
+/// What an operator must hear about at start: keys and data in clear on a network, or no keys
+/// at all.
+fn exposure_warnings(
+    config: &ServerConfig,
+    grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.tls.is_none() {
+        for (port, addr) in [("gRPC", grpc), ("HTTP", http)] {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "the {port} port listens on {addr}, beyond this machine, without TLS: API keys \
+                     and data cross the network in clear; give --tls-cert and --tls-key"
+                ));
+            }
+        }
+    }
+    if config.auth.mode == auth::AuthMode::None {
+        out.push(
+            "--auth none: every caller may read and change every tenant's data by naming it in \
+             a header; use it on a trusted network only"
+                .to_string(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn clear_text_beyond_loopback_and_no_auth_are_called_out() {
+        let mut config = ServerArgs::parse_from(["watchtrail-server"])
+            .validate()
+            .expect("defaults are valid");
+        let lo: std::net::SocketAddr = "127.0.0.1:7601".parse().unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:7602".parse().unwrap();
+        assert!(exposure_warnings(&config, lo, lo).is_empty());
+        let w = exposure_warnings(&config, lo, any);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("HTTP port listens on 0.0.0.0:7602") && w[0].contains("--tls-cert"));
+        config.auth.mode = auth::AuthMode::None;
+        let w = exposure_warnings(&config, lo, lo);
+        assert!(w.len() == 1 && w[0].contains("--auth none"), "{w:?}");
+    }
 }

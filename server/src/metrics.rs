@@ -144,6 +144,10 @@ pub struct Metrics {
     pub self_audit_events: Counter,
     /// Watchtrail's own audit events dropped (queue full, or the WAL refused them).
     pub self_audit_dropped: Counter,
+    /// Watchtrail's own audit events that failed validation and were dropped alone.
+    pub self_audit_invalid: Counter,
+    /// Refusals of unauthenticated callers folded into a per-address summary event.
+    pub self_audit_summarised: Counter,
 }
 
 impl Metrics {
@@ -283,6 +287,16 @@ impl Metrics {
                 "watchtrail_self_audit_dropped_total",
                 "Watchtrail's own audit events dropped (queue full or WAL refusing).",
                 &self.self_audit_dropped,
+            ),
+            (
+                "watchtrail_self_audit_invalid_total",
+                "Watchtrail's own audit events that failed validation, dropped one by one.",
+                &self.self_audit_invalid,
+            ),
+            (
+                "watchtrail_self_audit_summarised_total",
+                "Refusals of unauthenticated callers folded into per-address summary events.",
+                &self.self_audit_summarised,
             ),
         ] {
             counter(name, help, &[("", v.get())]);

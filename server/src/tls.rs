@@ -174,30 +174,111 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// A listener that holds at most so many connections open at once (`--max-http-connections`):
-/// past the limit it stops accepting until one closes, so excess clients wait in the kernel's
-/// backlog instead of costing the server memory and tasks.
-#[derive(Debug)]
-pub struct LimitedListener<L> {
-    inner: L,
-    slots: Arc<tokio::sync::Semaphore>,
+/// How long a new connection may take to send its first [`FIRST_BYTES`] bytes (an HTTP/2
+/// preface is 24; any HTTP/1 request line and `Host` header is more). Past it the connection is
+/// closed: a socket that says nothing must not hold a slot.
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+/// See [`FIRST_BYTES_TIMEOUT`].
+pub const FIRST_BYTES: usize = 24;
+
+/// The connection limits of one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once; past it the server stops accepting until one closes.
+    pub max: usize,
+    /// Connections one source address may hold at once; past it its new ones are closed at
+    /// once, so that one address cannot take every slot.
+    pub per_source: usize,
 }
 
-impl<L> LimitedListener<L> {
-    /// `inner`, with at most `max` connections open.
-    pub fn new(inner: L, max: usize) -> Self {
-        Self {
-            inner,
-            slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+/// Open connections per source address, shared by a port's connections.
+#[derive(Debug, Default)]
+struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl Sources {
+    /// A hold on one of `ip`'s connections, if it has fewer than `max`.
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<SourceHold> {
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceHold {
+            sources: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// Gives its source's count back when the connection closes.
+#[derive(Debug)]
+struct SourceHold {
+    sources: Arc<Sources>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for SourceHold {
+    fn drop(&mut self) {
+        let mut m = self
+            .sources
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
         }
     }
 }
 
-/// A connection that gives its slot back when it closes.
+/// A listener that holds at most so many connections open at once (`--max-http-connections`)
+/// and so many per source address (`--max-connections-per-source`): past the first it stops
+/// accepting until one closes, so excess clients wait in the kernel's backlog instead of
+/// costing the server memory and tasks; past the second it closes the new connection.
+#[derive(Debug)]
+pub struct LimitedListener<L> {
+    inner: L,
+    slots: Arc<tokio::sync::Semaphore>,
+    sources: Arc<Sources>,
+    per_source: usize,
+}
+
+impl<L> LimitedListener<L> {
+    /// `inner`, within `limits`.
+    pub fn new(inner: L, limits: ConnectionLimits) -> Self {
+        Self {
+            inner,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max.max(1))),
+            sources: Arc::default(),
+            per_source: limits.per_source.max(1),
+        }
+    }
+}
+
+/// A connection that gives its slots back when it closes, and is closed if it does not send
+/// its first [`FIRST_BYTES`] bytes within [`FIRST_BYTES_TIMEOUT`].
 #[derive(Debug)]
 pub struct Limited<Io> {
     io: Io,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    _source: SourceHold,
+    read: usize,
+    first_bytes_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<Io> Limited<Io> {
+    fn new(io: Io, slot: tokio::sync::OwnedSemaphorePermit, source: SourceHold) -> Self {
+        Self {
+            io,
+            _slot: slot,
+            _source: source,
+            read: 0,
+            first_bytes_deadline: Some(Box::pin(tokio::time::sleep(FIRST_BYTES_TIMEOUT))),
+        }
+    }
 }
 
 impl<Io: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Limited<Io> {
@@ -206,7 +287,33 @@ impl<Io: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Limited<Io> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        use std::future::Future as _;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
+        match &r {
+            std::task::Poll::Ready(Ok(())) => {
+                this.read += buf.filled().len() - before;
+                if this.read >= FIRST_BYTES {
+                    this.first_bytes_deadline = None;
+                }
+            }
+            std::task::Poll::Pending => {
+                if let Some(d) = &mut this.first_bytes_deadline
+                    && d.as_mut().poll(cx).is_ready()
+                {
+                    return std::task::Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the connection sent {} bytes in {FIRST_BYTES_TIMEOUT:?}",
+                            this.read
+                        ),
+                    )));
+                }
+            }
+            std::task::Poll::Ready(Err(_)) => {}
+        }
+        r
     }
 }
 
@@ -234,18 +341,23 @@ impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Limited<Io> {
     }
 }
 
-impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
+impl<L: axum::serve::Listener<Addr = SocketAddr>> axum::serve::Listener for LimitedListener<L> {
     type Io = Limited<L::Io>;
-    type Addr = L::Addr;
+    type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let slot = match Arc::clone(&self.slots).acquire_owned().await {
-            Ok(s) => s,
-            // The semaphore is never closed.
-            Err(_) => std::future::pending().await,
-        };
-        let (io, addr) = self.inner.accept().await;
-        (Limited { io, _slot: slot }, addr)
+        loop {
+            let slot = match Arc::clone(&self.slots).acquire_owned().await {
+                Ok(s) => s,
+                // The semaphore is never closed.
+                Err(_) => std::future::pending().await,
+            };
+            let (io, addr) = self.inner.accept().await;
+            match self.sources.enter(addr.ip(), self.per_source) {
+                Some(source) => return (Limited::new(io, slot, source), addr),
+                None => debug!(%addr, "closed: its address holds --max-connections-per-source"),
+            }
+        }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
@@ -253,24 +365,40 @@ impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
     }
 }
 
-/// The gRPC listener's connections, at most `max` open at once: past it the server stops
-/// accepting (new clients wait in the kernel's backlog) until one closes.
+/// The gRPC listener's connections within `limits`: past the total the server stops accepting
+/// (new clients wait in the kernel's backlog) until one closes; past the per-source bound a new
+/// connection is closed at once.
 pub fn limited_grpc_incoming(
     listener: TcpListener,
-    max: usize,
+    limits: ConnectionLimits,
 ) -> impl futures::Stream<Item = std::io::Result<Limited<TcpStream>>> + Send + 'static {
     use futures::StreamExt as _;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
-    futures::stream::unfold((incoming, slots), |(mut incoming, slots)| async move {
-        // The semaphore is never closed, so `ok()?` never ends the stream.
-        let slot = Arc::clone(&slots).acquire_owned().await.ok()?;
-        let next = incoming.next().await?;
-        Some((
-            next.map(|io| Limited { io, _slot: slot }),
-            (incoming, slots),
-        ))
-    })
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max.max(1)));
+    let sources: Arc<Sources> = Arc::default();
+    let per_source = limits.per_source.max(1);
+    futures::stream::unfold(
+        (incoming, slots, sources),
+        move |(mut incoming, slots, sources)| async move {
+            loop {
+                // The semaphore is never closed, so `ok()?` never ends the stream.
+                let slot = Arc::clone(&slots).acquire_owned().await.ok()?;
+                let io = match incoming.next().await? {
+                    Ok(io) => io,
+                    Err(e) => return Some((Err(e), (incoming, slots, sources))),
+                };
+                let Ok(peer) = io.peer_addr() else {
+                    continue;
+                };
+                match sources.enter(peer.ip(), per_source) {
+                    Some(source) => {
+                        return Some((Ok(Limited::new(io, slot, source)), (incoming, slots, sources)));
+                    }
+                    None => debug!(%peer, "closed: its address holds --max-connections-per-source"),
+                }
+            }
+        },
+    )
 }
 
 impl tonic::transport::server::Connected for Limited<TcpStream> {

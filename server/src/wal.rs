@@ -214,7 +214,8 @@ impl Wal {
         applier: Arc<dyn Applier>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Replay)> {
-        fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
+        watchtrail_query::store::create_private_dir(&config.dir, true)
+            .map_err(|e| Error::io(&config.dir, e))?;
         let server_id = read_or_create_server_id(&config.dir)?;
         let now = now_ms();
         let mut dedup = DedupIndex::default();

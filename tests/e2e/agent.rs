@@ -318,6 +318,16 @@ async fn the_audit_intake_takes_events_over_http_and_a_unix_socket() {
             .status,
         200
     );
+    // What a web page could make a browser send is refused: no JSON type, or an Origin.
+    let plain = raw_post(
+        tokio::net::TcpStream::connect(addr).await.expect("connect"),
+        "text/plain",
+        &ev("plain"),
+    )
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 415"), "{plain}");
+    let page = http_post(addr, "/v1/audit", &["Origin: https://evil.example"], ev("page").as_bytes()).await;
+    assert_eq!(page.status, 403, "{}", page.text());
     // Malformed input: 400 with the reason, and nothing of it is kept.
     let bad = format!(r#"[{}, {{"eventName":"x"}}]"#, ev("five"));
     let refused = http_post(addr, "/v1/audit", &[], bad.as_bytes()).await;
@@ -334,7 +344,7 @@ async fn the_audit_intake_takes_events_over_http_and_a_unix_socket() {
     let out = tokio::process::Command::new("curl")
         .args(["-s", "--unix-socket"])
         .arg(&socket)
-        .args(["-d", &ev("six"), "http://localhost/v1/audit"])
+        .args(["-H", "content-type: application/json", "-d", &ev("six"), "http://localhost/v1/audit"])
         .output()
         .await;
     let via_socket = match out {
@@ -365,18 +375,29 @@ async fn the_audit_intake_takes_events_over_http_and_a_unix_socket() {
 
 /// POST over a Unix socket without curl.
 async fn unix_post(socket: &Path, body: &str) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::UnixStream::connect(socket)
+    let s = tokio::net::UnixStream::connect(socket)
         .await
         .expect("connect socket");
+    let out = raw_post(s, "application/json", body).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// POSTs `body` to the intake's `/v1/audit` over `s` with exactly one `Content-Type`; the
+/// whole answer.
+async fn raw_post(
+    mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    content_type: &str,
+    body: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let req = format!(
-        "POST /v1/audit HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/audit HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

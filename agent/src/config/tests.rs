@@ -101,6 +101,8 @@ fn the_cloudwatch_agent_json_is_translated() {
         Some("{timestamp_format}")
     );
     assert_eq!(f[1].filters[0].kind, "exclude");
+    // No saved state: from the beginning, as the CloudWatch agent reads it.
+    assert!(f.iter().all(|f| f.start_position == StartPosition::Beginning));
 }
 
 #[test]

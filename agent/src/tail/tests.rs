@@ -357,3 +357,24 @@ fn a_line_without_newline_waits_for_it() {
     run(&mut s);
     assert_eq!(messages(&ctx), ["half a line"]);
 }
+
+#[test]
+fn symbolic_links_are_not_followed_unless_configured() {
+    let t = Setup::new();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("shadow");
+    std::fs::write(&secret, b"root:secret-hash\n").expect("write");
+    std::os::unix::fs::symlink(&secret, t.path("evil.log")).expect("symlink");
+    t.append("app.log", b"plain\n");
+    let ctx = t.ctx();
+    let mut s = t.source(&ctx, "");
+    run(&mut s);
+    assert_eq!(messages(&ctx), ["plain"], "the link's target was read");
+    let mut s = t.source_for(
+        &ctx,
+        &t.path("evil.log").to_string_lossy(),
+        "follow_symlinks = true",
+    );
+    run(&mut s);
+    assert_eq!(messages(&ctx), ["root:secret-hash"]);
+}

@@ -75,7 +75,22 @@ fn read_pem(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<u8>> {
 /// Where a server writes its first admin key when started with the default `--wal-dir`.
 pub const DEFAULT_KEY_FILE: &str = "./watchtrail-data/admin.key";
 
+/// Whether `address` names this machine (`localhost`, 127.0.0.0/8 or `::1`).
+pub fn is_loopback_address(address: &str) -> bool {
+    match url::Url::parse(address).ok().as_ref().and_then(url::Url::host) {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 impl ConnectionArgs {
+    /// Whether both `--server` and `--http` name this machine.
+    fn servers_are_loopback(&self) -> bool {
+        is_loopback_address(&self.server) && is_loopback_address(&self.http)
+    }
+
     /// The gRPC endpoint of `--server`, with TLS for an `https://` address (the system's roots,
     /// `--ca-cert`, and `--client-cert` for mutual TLS).
     ///
@@ -159,9 +174,21 @@ impl ConnectionArgs {
                     .trim()
                     .to_string(),
             ),
-            (None, None) => std::fs::read_to_string(DEFAULT_KEY_FILE)
+            // The implicit admin key goes to this machine's own server only: a CLI pointed
+            // elsewhere must be told which key to send.
+            (None, None) if self.servers_are_loopback() => std::fs::read_to_string(DEFAULT_KEY_FILE)
                 .ok()
                 .map(|k| k.trim().to_string()),
+            (None, None) => {
+                if std::path::Path::new(DEFAULT_KEY_FILE).exists() {
+                    eprintln!(
+                        "watchtrail: not sending {DEFAULT_KEY_FILE} to {} / {}, which are not on \
+                         this machine; pass --api-key-file {DEFAULT_KEY_FILE} to send it",
+                        self.server, self.http
+                    );
+                }
+                None
+            }
         };
         let authorization = key
             .map(|k| {
@@ -307,5 +334,31 @@ pub fn is_retryable(status: &tonic::Status) -> bool {
 pub fn report_rejections(resp: &IngestResponse) {
     for r in &resp.rejected {
         eprintln!("rejected {}: {}", r.field, r.reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_machine_counts_as_loopback() {
+        for yes in [
+            "http://127.0.0.1:7601",
+            "https://localhost:7602",
+            "http://[::1]:7601",
+            "http://127.1.2.3",
+        ] {
+            assert!(is_loopback_address(yes), "{yes}");
+        }
+        for no in [
+            "http://watchtrail:7601",
+            "https://10.0.0.5:7602",
+            "http://[2001:db8::1]:7601",
+            "http://localhost.example.com",
+            "not a url",
+        ] {
+            assert!(!is_loopback_address(no), "{no}");
+        }
     }
 }

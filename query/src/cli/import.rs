@@ -44,11 +44,12 @@ struct Origin {
     index: usize,
 }
 
-/// Finds the CloudTrail files under the given paths, sorted.
+/// The CloudTrail delivery files under the given paths, sorted, and how many digest files
+/// (`CloudTrail-Digest/`, which hold signatures, not events) were passed over.
 ///
 /// # Errors
 /// A path that does not exist or cannot be read.
-pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, usize)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         for entry in std::fs::read_dir(dir)
             .with_context(|| format!("cannot read directory {}", dir.display()))?
@@ -74,8 +75,18 @@ pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             bail!("{} does not exist", p.display());
         }
     }
+    let before = out.len();
+    out.retain(|p| !is_digest_file(p));
+    let digests = before - out.len();
     out.sort();
-    Ok(out)
+    Ok((out, digests))
+}
+
+/// Whether `p` is a CloudTrail digest file: under a `CloudTrail-Digest` directory, or named
+/// `..._CloudTrail-Digest_...` as CloudTrail names them.
+fn is_digest_file(p: &Path) -> bool {
+    p.components()
+        .any(|c| c.as_os_str().to_str().is_some_and(|c| c.contains("CloudTrail-Digest")))
 }
 
 fn is_cloudtrail_file(p: &Path) -> bool {
@@ -178,7 +189,10 @@ async fn send_batch(
 /// the failure stay imported; a re-run skips them (same batch ids, same event ids).
 pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> {
     let client = Client::connect(conn)?;
-    let files = find_files(&a.paths)?;
+    let (files, digests) = find_files(&a.paths)?;
+    if digests > 0 {
+        eprintln!("skipped {digests} CloudTrail digest files (signatures, not events)");
+    }
     if files.is_empty() {
         bail!("no .json or .json.gz files found");
     }
@@ -264,8 +278,17 @@ mod tests {
         )
         .expect("write");
         std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
-        let files = find_files(&[dir.path().to_path_buf()]).expect("walk");
+        // A trail bucket's digest files are passed over and counted.
+        let digest_dir = dir.path().join("AWSLogs/123456789012/CloudTrail-Digest/us-east-1");
+        std::fs::create_dir_all(&digest_dir).expect("mkdir");
+        std::fs::write(
+            digest_dir.join("123456789012_CloudTrail-Digest_us-east-1_t_us-east-1_20230710T114013Z.json.gz"),
+            b"{\"digestStartTime\": \"2023-07-10T10:40:13Z\"}",
+        )
+        .expect("write");
+        let (files, digests) = find_files(&[dir.path().to_path_buf()]).expect("walk");
         assert_eq!(files.len(), 2);
+        assert_eq!(digests, 1);
         for f in &files {
             let text = read_file(f).expect("read");
             let recs = records_of(f, &text).expect("parse");

@@ -11,6 +11,11 @@ use object_store::memory::InMemory;
 use super::*;
 use crate::tables::UTC;
 
+/// The bounds on statements and on caller-sized functions.
+mod limits;
+/// Generated SQL text: it answers or fails, and the engine stays up.
+mod sql_fuzz;
+
 /// One metrics row: namespace, name, dimensions, time (µs), value or [count, sum, min, max].
 type Row<'a> = (
     &'a str,
@@ -109,6 +114,19 @@ async fn storage_with_hours(hours: i64) -> Storage {
 
 fn engine(storage: &Storage) -> Engine {
     Engine::for_store(storage, EngineConfig::default())
+}
+
+/// An engine with a memory limit and a timeout of its own, two partitions.
+fn limited_engine(storage: &Storage, memory_limit: usize, timeout: Duration) -> Engine {
+    Engine::for_store(
+        storage,
+        EngineConfig {
+            memory_limit,
+            timeout,
+            target_partitions: 2,
+            total_memory_limit: None,
+        },
+    )
 }
 
 fn f64_at(r: &QueryResult, col: usize, row: usize) -> f64 {
@@ -258,14 +276,7 @@ async fn writes_and_foreign_reads_are_refused() {
 #[tokio::test]
 async fn memory_and_time_limits_stop_queries_cleanly() {
     let storage = storage_with_hours(1).await;
-    let small = Engine::for_store(
-        &storage,
-        EngineConfig {
-            memory_limit: 2 << 20,
-            timeout: Duration::from_secs(30),
-            target_partitions: 2,
-        },
-    );
+    let small = limited_engine(&storage, 2 << 20, Duration::from_secs(30));
     let err = small
         .collect(
             "t1",
@@ -274,14 +285,7 @@ async fn memory_and_time_limits_stop_queries_cleanly() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::MemoryLimit(_)), "{err}");
-    let quick = Engine::for_store(
-        &storage,
-        EngineConfig {
-            memory_limit: 1 << 30,
-            timeout: Duration::from_millis(500),
-            target_partitions: 2,
-        },
-    );
+    let quick = limited_engine(&storage, 1 << 30, Duration::from_millis(500));
     let started = std::time::Instant::now();
     let err = quick
         .collect(

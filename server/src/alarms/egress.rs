@@ -93,7 +93,22 @@ fn v4_is_public(ip: Ipv4Addr) -> bool {
 }
 
 fn v6_is_public(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let seg = ip.segments();
+    let first = seg[0];
+    let o = ip.octets();
+    // Addresses that carry an IPv4 address and reach it through a translator or tunnel are as
+    // public as that address: NAT64 (64:ff9b::/96, RFC 6052) and 6to4 (2002::/16, RFC 3056).
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return v4_is_public(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    if first == 0x2002 {
+        return v4_is_public(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    // Local-use NAT64 (64:ff9b:1::/48, RFC 8215) and the deprecated IPv4-compatible ::/96
+    // lead wherever the local network routes them.
+    if (first == 0x64 && seg[1] == 0xff9b && seg[2] == 1) || seg[..6] == [0; 6] {
+        return false;
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
@@ -256,6 +271,14 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            // Translators and tunnels to private IPv4, and the deprecated IPv4-compatible form.
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::8.8.8.8",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "::127.0.0.1",
+            "::8.8.8.8",
         ] {
             assert!(!e.permits(ip(bad)), "{bad}");
         }
@@ -264,6 +287,8 @@ mod tests {
             "1.1.1.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:0808:0808::1",
         ] {
             assert!(e.permits(ip(good)), "{good}");
         }

@@ -103,15 +103,49 @@ impl Destination {
         Ok(())
     }
 
-    /// The destination as the API shows it: the secret is never returned.
-    pub fn redacted(&self) -> Value {
+    /// The destination as the API shows it: the secret is never returned, and to callers
+    /// that are not admins (`admin` false) neither are header values nor the URL's path.
+    pub fn redacted(&self, admin: bool) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Some(o) = v.as_object_mut()
-            && o.contains_key("Secret")
-        {
-            o.insert("Secret".into(), json!("********"));
+        if let Some(o) = v.as_object_mut() {
+            // The secret is write-only: nobody reads it back.
+            if o.contains_key("Secret") {
+                o.insert("Secret".into(), json!(REDACTED));
+            }
+            // Header values and the URL's path and query often carry tokens
+            // (`Authorization: Bearer ...`, a chat webhook's path): only admins see them.
+            if !admin {
+                o.insert("Url".into(), json!(redacted_url(&self.url)));
+                if let Some(Value::Object(h)) = o.get_mut("Headers") {
+                    for value in h.values_mut() {
+                        *value = json!(REDACTED);
+                    }
+                }
+            }
         }
         v
+    }
+}
+
+/// What a redacted value reads as.
+pub const REDACTED: &str = "********";
+
+/// `url` with nothing that can hold a credential: scheme, host and port kept; user
+/// information, path and query replaced by [`REDACTED`]. A URL that does not parse is redacted
+/// whole.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if u.path() == "/" && u.query().is_none() {
+                "/".to_string()
+            } else {
+                format!("/{REDACTED}")
+            };
+            format!("{}://{host}{port}{rest}", u.scheme())
+        }
+        Err(_) => REDACTED.to_string(),
     }
 }
 
@@ -297,6 +331,23 @@ pub enum Attempt {
     Rejected(u16, String),
 }
 
+/// Most bytes of a receiver's error answer read (the rest is never downloaded).
+pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
+
+/// The first [`MAX_ERROR_BODY_BYTES`] of an answer's body, read chunk by chunk and no further,
+/// as text of at most 200 characters: a receiver cannot make the server hold its whole body.
+async fn error_body_prefix(mut resp: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(MAX_ERROR_BODY_BYTES);
+    String::from_utf8_lossy(&bytes).chars().take(200).collect()
+}
+
 /// POSTs one notification.
 pub async fn send(
     client: &reqwest::Client,
@@ -331,13 +382,7 @@ pub async fn send(
             if status.is_success() {
                 Attempt::Delivered(code)
             } else {
-                let text: String = resp
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
+                let text = error_body_prefix(resp).await;
                 let why = format!("HTTP {code}: {text}");
                 if status.is_server_error() || code == 429 {
                     Attempt::Retry(Some(code), why)
@@ -411,12 +456,40 @@ mod tests {
             format: PayloadFormat::Cloudwatch,
         };
         assert!(d.validate().is_ok());
-        assert_eq!(d.redacted()["Secret"], "********");
+        assert_eq!(d.redacted(true)["Secret"], "********");
+        assert_eq!(d.redacted(true)["Url"], "http://127.0.0.1:9/hook");
+        assert_eq!(d.redacted(false)["Url"], "http://127.0.0.1:9/********");
         d.url = "ftp://x".into();
         assert_eq!(d.validate().map_err(|e| e.field), Err("Url".to_string()));
         d.url = "http://127.0.0.1:9/".into();
         d.name = "a/b".into();
         assert_eq!(d.validate().map_err(|e| e.field), Err("Name".to_string()));
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn readers_see_no_header_value_and_no_url_path_query_or_user() {
+        let d = Destination {
+            name: "chat".into(),
+            url: "https://bot:pw@hooks.example.com:8443/services/T0/B0/tok3n?key=s3cret".into(),
+            secret: Some("hmac".into()),
+            headers: BTreeMap::from([("Authorization".into(), "Bearer abc123".into())]),
+            format: PayloadFormat::Cloudwatch,
+        };
+        let reader = d.redacted(false).to_string();
+        for secret in ["tok3n", "s3cret", "abc123", "pw", "hmac", "services"] {
+            assert!(!reader.contains(secret), "{secret} in {reader}");
+        }
+        assert!(reader.contains("https://hooks.example.com:8443/********"), "{reader}");
+        assert!(reader.contains("Authorization"), "header names stay: {reader}");
+        let admin = d.redacted(true).to_string();
+        assert!(admin.contains("abc123") && admin.contains("tok3n") && !admin.contains("hmac"));
+        assert_eq!(redacted_url("not a url"), REDACTED);
+        assert_eq!(redacted_url("http://h/"), "http://h/");
     }
 }
 

@@ -136,34 +136,40 @@ impl QueryService for QueryServiceImpl {
         let source_ip = req.remote_addr().map(|a| a.ip());
         let user_agent = grpc_user_agent(&req);
         let sql = req.into_inner().sql;
-        // Held until the answer stream ends or is dropped.
+        // Held until every part of the query's work has stopped.
         let slot = self
             .gate
             .enter(&caller.tenant)
             .await
             .map_err(Status::resource_exhausted)?;
-        let result = self.engine.query(&caller.tenant, &sql).await;
-        self.trail.record(&Call {
-            event_name: "Query",
+        let mut call = Call {
+            event_name: "StartQuery",
             read_only: true,
             caller: caller.caller(),
             source_ip,
             user_agent,
             request_parameters: serde_json::json!({ "sql": sql }),
-            error: result
-                .as_ref()
-                .err()
-                .map(|e| (query_audit_code(e).to_string(), e.to_string())),
-        });
+            error: None,
+        };
+        // The start is in the WAL before the query runs.
+        self.trail.record_now(&call).await.map_err(|why| {
+            Status::unavailable(format!(
+                "the query was not run because its start could not be recorded: {why}"
+            ))
+        })?;
+        let result = self
+            .engine
+            .query_holding(&caller.tenant, &sql, Some(Box::new(slot)))
+            .await;
+        call.event_name = "Query";
+        call.error = result
+            .as_ref()
+            .err()
+            .map(|e| (query_audit_code(e).to_string(), e.to_string()));
+        self.trail.record(&call);
         let q = result.map_err(|e| query_status(&e))?;
         let w = StreamWriter::try_new(Vec::new(), &q.schema()).map_err(ipc_error)?;
         let stream = futures::stream::unfold(Step::Running(Box::new((q, w))), next);
-        Ok(Response::new(Box::pin(futures::StreamExt::map(
-            stream,
-            move |m| {
-                let _ = &slot;
-                m
-            },
-        ))))
+        Ok(Response::new(Box::pin(stream)))
     }
 }

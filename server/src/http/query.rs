@@ -12,6 +12,7 @@ use watchtrail_query::error::ErrorClass;
 use watchtrail_query::output::{self, Format};
 
 use crate::auth::Principal;
+use crate::self_audit::{Call, SelfAudit};
 
 /// The header that carries a query's statistics as JSON.
 pub const STATS_HEADER: &str = "x-watchtrail-query-stats";
@@ -54,16 +55,39 @@ pub(crate) fn query_error(e: &watchtrail_query::Error) -> Response {
     error_response(status, code, &e.to_string())
 }
 
+/// Holds one of the caller's tenant's query slots while the request runs (for routes that
+/// answer from SQL other than `POST /v1/query`).
+pub(crate) async fn gated(
+    State(gate): State<crate::query::QueryGate>,
+    Extension(caller): Extension<Principal>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let _slot = match gate.enter(&caller.tenant).await {
+        Ok(p) => p,
+        Err(why) => return error_response(StatusCode::TOO_MANY_REQUESTS, "TooManyQueries", &why),
+    };
+    next.run(req).await
+}
+
 /// What `POST /v1/query` needs.
 #[derive(Debug, Clone)]
 pub(crate) struct QueryState {
     pub(crate) engine: Engine,
     pub(crate) gate: crate::query::QueryGate,
+    pub(crate) trail: SelfAudit,
+    pub(crate) max_answer_bytes: usize,
 }
 
 pub(crate) async fn query(
-    State(QueryState { engine, gate }): State<QueryState>,
+    State(QueryState {
+        engine,
+        gate,
+        trail,
+        max_answer_bytes,
+    }): State<QueryState>,
     Extension(caller): Extension<Principal>,
+    Extension(call): Extension<Call>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -79,12 +103,28 @@ pub(crate) async fn query(
         }
     };
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    // Held until the answer is gathered.
-    let _slot = match gate.enter(&tenant).await {
+    // Held until every part of the query's work has stopped (not merely until this handler
+    // gives up on it).
+    let slot = match gate.enter(&tenant).await {
         Ok(p) => p,
         Err(why) => return error_response(StatusCode::TOO_MANY_REQUESTS, "TooManyQueries", &why),
     };
-    let mut stream = match engine.query(&tenant, &body.sql).await {
+    // The start is in the WAL before the query runs; the middleware records the outcome.
+    let start = Call {
+        event_name: "StartQuery",
+        ..call
+    };
+    if let Err(why) = trail.record_now(&start).await {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "AuditTrailUnavailable",
+            &format!("the query was not run because its start could not be recorded: {why}"),
+        );
+    }
+    let mut stream = match engine
+        .query_holding(&tenant, &body.sql, Some(Box::new(slot)))
+        .await
+    {
         Ok(s) => s,
         Err(e) => return query_error(&e),
     };
@@ -112,8 +152,17 @@ pub(crate) async fn query(
     }
     let stats = stream.stats().cloned().unwrap_or_default();
     let stats_json = serde_json::to_string(&stats).unwrap_or_default();
-    let body = match render(format, &schema, &batches, &stats) {
-        Ok(b) => b,
+    let body = match render(format, &schema, &batches, &stats, max_answer_bytes) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "QueryResultTooLarge",
+                &format!(
+                    "the encoded answer is over {max_answer_bytes} bytes (--query-max-answer-bytes); add a LIMIT or a narrower WHERE, or use the gRPC Query stream"
+                ),
+            );
+        }
         Err(e) => return query_error(&e),
     };
     let mut response = (
@@ -128,33 +177,92 @@ pub(crate) async fn query(
     response
 }
 
+/// A buffer that refuses to grow past `cap` bytes, so that encoding an answer cannot take more
+/// memory than `--query-max-answer-bytes`.
+struct CappedBuf {
+    buf: Vec<u8>,
+    cap: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.cap {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the answer is over --query-max-answer-bytes"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The answer's bytes, or `None` when they would be more than `cap`.
 fn render(
     format: Format,
     schema: &arrow::datatypes::SchemaRef,
     batches: &[arrow::array::RecordBatch],
     stats: &QueryStats,
-) -> watchtrail_query::Result<Vec<u8>> {
-    if format != Format::Json {
-        let mut out = Vec::new();
-        output::write(format, schema, batches, &mut out)?;
-        return Ok(out);
+    cap: usize,
+) -> watchtrail_query::Result<Option<Vec<u8>>> {
+    use std::io::Write as _;
+    let mut out = CappedBuf {
+        buf: Vec::new(),
+        cap,
+        overflowed: false,
+    };
+    let result = (|| {
+        if format != Format::Json {
+            return output::write(format, schema, batches, &mut out);
+        }
+        let columns: Vec<serde_json::Value> = schema
+            .fields()
+            .iter()
+            .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
+            .collect();
+        let io = |e: std::io::Error| watchtrail_query::Error::Internal(e.to_string());
+        out.write_all(b"{\"columns\":").map_err(io)?;
+        out.write_all(serde_json::to_string(&columns).unwrap_or_default().as_bytes())
+            .map_err(io)?;
+        out.write_all(b",\"rows\":").map_err(io)?;
+        output::write_json_rows(batches, &mut out)?;
+        out.write_all(b",\"stats\":").map_err(io)?;
+        out.write_all(serde_json::to_string(stats).unwrap_or_default().as_bytes())
+            .map_err(io)?;
+        out.write_all(b"}\n").map_err(io)
+    })();
+    match result {
+        _ if out.overflowed => Ok(None),
+        Ok(()) => Ok(Some(out.buf)),
+        Err(e) => Err(e),
     }
-    let columns: Vec<serde_json::Value> = schema
-        .fields()
-        .iter()
-        .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
-        .collect();
-    let mut out = Vec::new();
-    out.extend_from_slice(b"{\"columns\":");
-    out.extend_from_slice(
-        serde_json::to_string(&columns)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    out.extend_from_slice(b",\"rows\":");
-    out.extend_from_slice(&output::json_rows(batches)?);
-    out.extend_from_slice(b",\"stats\":");
-    out.extend_from_slice(serde_json::to_string(stats).unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"}\n");
-    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn an_answer_is_encoded_up_to_its_cap_and_refused_past_it() {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+        let rows = StringArray::from(vec!["x".repeat(1000); 100]);
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(rows)]).unwrap();
+        let stats = QueryStats::default();
+        for format in [Format::Json, Format::Csv, Format::Ndjson, Format::Arrow] {
+            let whole = render(format, &schema, std::slice::from_ref(&batch), &stats, 1 << 20)
+                .unwrap()
+                .expect("fits");
+            assert!(whole.len() > 100_000, "{format:?}");
+            let capped = render(format, &schema, std::slice::from_ref(&batch), &stats, 50_000).unwrap();
+            assert!(capped.is_none(), "{format:?} past its cap");
+        }
+    }
 }

@@ -264,3 +264,17 @@ fn a_record_encoded_without_its_seq_then_completed_decodes_as_the_record_with_it
         assert_eq!(decoded.encode_to_vec(), r.encode_to_vec());
     }
 }
+
+#[tokio::test]
+async fn the_log_directory_is_readable_by_its_owner_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal_dir = dir.path().join("data/wal");
+    // Even one that exists already, world-readable, from an earlier version.
+    fs::create_dir_all(&wal_dir).expect("mkdir");
+    fs::set_permissions(&wal_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (wal, _, _) = open(config(&wal_dir));
+    wal.append(record("a"), None).await.expect("append");
+    let mode = fs::metadata(&wal_dir).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}

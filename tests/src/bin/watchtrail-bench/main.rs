@@ -7,11 +7,13 @@
 //! target/release/watchtrail-bench logs --loghub ../shared/testdata/loghub --megabytes 256
 //! target/release/watchtrail-bench query --hosts 100 --hours 72 --audit-events 10000000
 //! target/release/watchtrail-bench alarms --rounds 5 --alarms 1000
+//! target/release/watchtrail-bench hostile --hostile 8 --seconds 60
 //! ```
 
 mod agent;
 mod alarms;
 mod compaction;
+mod hostile;
 mod query;
 
 use std::path::{Path, PathBuf};
@@ -778,12 +780,21 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Some("hostile") => {
+            hostile::bench_hostile(hostile::Options {
+                hostile: flag("--hostile", "8").parse()?,
+                seconds: flag("--seconds", "60").parse()?,
+                timeout_s: flag("--query-timeout", "10").parse()?,
+            })
+            .await
+        }
         _ => bail!(
             "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
              | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
              | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] \
              | compaction [--hosts N --hours H --runs N] | rollup [--hosts N --hours H --runs N] \
-             | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] [--concurrency N] [--zstd]"
+             | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] \
+             | hostile [--hostile N --seconds S --query-timeout S] [--concurrency N] [--zstd]"
         ),
     }
 }
