@@ -38,17 +38,39 @@ struct HttpState {
     alarms: Arc<crate::alarms::AlarmService>,
 }
 
+/// What the HTTP routes serve from.
+#[derive(Debug)]
+pub struct Services {
+    /// The server's counters (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// The write-ahead log (its size on `/metrics`).
+    pub wal: Wal,
+    /// The SQL engine.
+    pub engine: Engine,
+    /// Alarms, metric filters, destinations and log-group policies.
+    pub alarms: Arc<crate::alarms::AlarmService>,
+    /// API keys.
+    pub auth: Auth,
+    /// The server's own audit trail.
+    pub trail: SelfAudit,
+    /// Per-tenant query slots.
+    pub gate: crate::query::QueryGate,
+    /// `--query-max-answer-bytes`.
+    pub max_answer_bytes: usize,
+}
+
 /// The HTTP routes.
-pub fn router(
-    metrics: Arc<Metrics>,
-    wal: Wal,
-    engine: Engine,
-    alarms: Arc<crate::alarms::AlarmService>,
-    auth: Auth,
-    trail: SelfAudit,
-    gate: crate::query::QueryGate,
-    max_answer_bytes: usize,
-) -> Router {
+pub fn router(services: Services) -> Router {
+    let Services {
+        metrics,
+        wal,
+        engine,
+        alarms,
+        auth,
+        trail,
+        gate,
+        max_answer_bytes,
+    } = services;
     let api = Router::new()
         .route("/v1/query", post(query::query))
         .with_state(query::QueryState {

@@ -241,16 +241,16 @@ pub async fn serve(
             async move { grpc_stop.cancelled().await },
         );
     let http_stop = stop.clone();
-    let app = http::router(
-        Arc::clone(&metrics),
-        wal.clone(),
+    let app = http::router(http::Services {
+        metrics: Arc::clone(&metrics),
+        wal: wal.clone(),
         engine,
         alarms,
         auth,
         trail,
         gate,
-        config.query_max_answer_bytes,
-    );
+        max_answer_bytes: config.query_max_answer_bytes,
+    });
     let http: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match &config.tls {
         None => Box::pin(http::serve::serve(
             tls::LimitedListener::new(listeners.http, http_limits),
