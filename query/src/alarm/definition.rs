@@ -701,4 +701,23 @@ mod tests {
         let d = AlarmDefinition::from_value(v).expect("valid");
         assert!((d.low_sample_floor().expect("floor") - 100.0).abs() < 1e-6);
     }
+
+    #[test]
+    fn a_sql_alarm_that_would_crash_a_query_thread_is_refused_at_put() {
+        let sql_alarm = |query: String| {
+            let mut v = base();
+            if let Value::Object(m) = &mut v {
+                for k in ["Namespace", "MetricName", "Dimensions"] {
+                    m.remove(k);
+                }
+                m.insert("Query".into(), json!(query));
+            }
+            AlarmDefinition::from_value(v)
+        };
+        let deep = format!("SELECT time, {} AS value FROM metrics", vec!["1"; 2_000].join("+"));
+        let e = sql_alarm(deep).expect_err("a 2,000-term chain");
+        assert_eq!(e.field, "Query");
+        assert!(e.reason.contains("levels deep"), "{e}");
+        sql_alarm("SELECT time, value FROM metrics".into()).expect("an ordinary SQL alarm");
+    }
 }
