@@ -93,6 +93,8 @@ pub fn parse_event(json: &str) -> Result<AuditEvent, ParseError> {
                     .unwrap_or_default(),
             ),
             "eventjson" => Value::String(json.to_string()),
+            // Never from the event: only the server's write path marks its own events.
+            crate::tables::SERVER_EVENT_COLUMN => Value::Bool(false),
             name => get_ci(&obj, name).map_or(Value::Null, |v| project(v, field)),
         };
         row.insert(field.name().clone(), v);
@@ -156,5 +158,16 @@ mod tests {
         assert_eq!(e.field, ".eventID");
         let e = parse_event("[1]").expect_err("not an object");
         assert!(e.reason.contains("object"));
+    }
+
+    #[test]
+    fn an_event_cannot_mark_itself_as_the_servers_own() {
+        for key in ["serverevent", "serverEvent", "SERVEREVENT"] {
+            let json = format!(
+                r#"{{"eventID":"x","eventTime":"2023-07-10T11:40:13Z","{key}":true}}"#
+            );
+            let e = parse_event(&json).expect("valid");
+            assert_eq!(e.row[crate::tables::SERVER_EVENT_COLUMN], false, "{key}");
+        }
     }
 }

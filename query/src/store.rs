@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::kernel::{Action, Add, StructField, StructType, Transaction};
 use deltalake::logstore::{
     LogStore, LogStoreFactory, LogStoreRef, StorageConfig, default_logstore, logstore_factories,
     logstore_with,
@@ -220,7 +220,7 @@ impl Storage {
     /// Storage errors.
     pub async fn open_or_create_table(&self, tenant: &str, kind: TableKind) -> Result<DeltaTable> {
         if let Some(table) = self.open_table(tenant, kind).await? {
-            return Ok(table);
+            return self.with_current_columns(tenant, kind, table).await;
         }
         let schema: StructType = kind.schema().try_into_kernel()?;
         let created = deltalake::operations::create::CreateBuilder::new()
@@ -241,6 +241,48 @@ impl Storage {
 }
 
 impl Storage {
+    /// `table` with every column of `kind`'s schema in its log: a table made by an earlier
+    /// version gets the columns added since (Delta's add-column commit), so readers of the Delta
+    /// table see them. Rows written before read them as null.
+    ///
+    /// # Errors
+    /// Storage errors; a commit that failed for another reason than a concurrent one.
+    async fn with_current_columns(
+        &self,
+        tenant: &str,
+        kind: TableKind,
+        table: DeltaTable,
+    ) -> Result<DeltaTable> {
+        let want: StructType = kind.schema().try_into_kernel()?;
+        let missing = |t: &DeltaTable| -> Result<Vec<StructField>> {
+            let have = t.snapshot()?.schema();
+            Ok(want
+                .fields()
+                .filter(|f| have.field(f.name()).is_none())
+                .cloned()
+                .collect())
+        };
+        let fields = missing(&table)?;
+        if fields.is_empty() {
+            return Ok(table);
+        }
+        match table.add_columns().with_fields(fields).await {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                // Another server may have added them first.
+                let t = self
+                    .open_table(tenant, kind)
+                    .await?
+                    .ok_or_else(|| Error::Internal("table vanished while adding columns".into()))?;
+                if missing(&t)?.is_empty() {
+                    Ok(t)
+                } else {
+                    Err(e.into())
+                }
+            }
+        }
+    }
+
     /// The active data files of a table (paths inside [`Storage::object_store`]).
     ///
     /// # Errors
@@ -612,4 +654,42 @@ pub fn create_private_dir(path: &std::path::Path, narrow_existing: bool) -> std:
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_table_made_before_a_column_existed_gets_it_when_opened_for_writing() {
+        let storage = Storage::in_memory(Arc::new(InMemory::new()));
+        let current: StructType = TableKind::Audit
+            .schema()
+            .try_into_kernel()
+            .expect("kernel schema");
+        let older: Vec<StructField> = current
+            .fields()
+            .filter(|f| f.name() != crate::tables::SERVER_EVENT_COLUMN)
+            .cloned()
+            .collect();
+        deltalake::operations::create::CreateBuilder::new()
+            .with_log_store(storage.log_store("t", TableKind::Audit).expect("log store"))
+            .with_table_name("audit")
+            .with_columns(older)
+            .await
+            .expect("an audit table of the earlier schema");
+        let table = storage
+            .open_or_create_table("t", TableKind::Audit)
+            .await
+            .expect("opened");
+        let schema = table.snapshot().expect("snapshot").schema();
+        assert!(schema.field(crate::tables::SERVER_EVENT_COLUMN).is_some());
+        // Opening again changes nothing.
+        let version = table.version();
+        let again = storage
+            .open_or_create_table("t", TableKind::Audit)
+            .await
+            .expect("opened");
+        assert_eq!(again.version(), version);
+    }
 }

@@ -121,6 +121,9 @@ impl FromStr for TableKind {
     }
 }
 
+/// The `audit` column that marks the server's own events (see the schema).
+pub const SERVER_EVENT_COLUMN: &str = "serverevent";
+
 /// The Arrow type of every timestamp column.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
@@ -287,6 +290,10 @@ static AUDIT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("edgedevicedetails"),
         // The original record, untouched.
         Field::new("eventjson", DataType::Utf8, false),
+        // True for Watchtrail's own events, false for every ingested one: set by the server's
+        // write path, never read from an event's JSON, so no ingest door can claim it. Null in
+        // rows written before the column existed.
+        Field::new(SERVER_EVENT_COLUMN, DataType::Boolean, true),
     ]))
 });
 

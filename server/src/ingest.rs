@@ -217,6 +217,7 @@ impl Ingest {
             now,
         );
         rec.audit = Some(v.canonical);
+        rec.server_event = reserved;
         let prepared = Some(Prepared::Audit(events));
         let resp = match reserved {
             true => self.wal.append_reserved(rec, prepared).await?,

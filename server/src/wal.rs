@@ -54,6 +54,9 @@ pub struct WalRecord {
     pub logs: Option<PutLogEventsRequest>,
     #[prost(message, optional, tag = "10")]
     pub audit: Option<PutAuditEventsRequest>,
+    /// The audit events are the server's own trail (their `serverevent` column is true).
+    #[prost(bool, tag = "11")]
+    pub server_event: bool,
 }
 
 impl WalRecord {

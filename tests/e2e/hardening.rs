@@ -159,6 +159,36 @@ async fn ingest_cannot_forge_the_servers_own_events() {
         .http_query("SELECT count(*) AS n FROM audit WHERE eventid LIKE 'forged%'", "application/json")
         .await;
     assert_eq!(a.json()["rows"][0]["n"], 0);
+
+    // An event that claims the mark in its JSON is stored unmarked; the server's own are marked.
+    let claims = format!(
+        r#"{{"eventVersion":"1.09","eventTime":"{now}","eventID":"claims-1","eventSource":"s3.amazonaws.com","eventName":"GetObject","serverEvent":true,"serverevent":true}}"#
+    );
+    watchtrail_e2e::ingest_client(server.grpc, &ingest)
+        .put_audit_events(PutAuditEventsRequest {
+            idempotency_id: "claims-1".into(),
+            records: vec![AuditRecord { json: claims }],
+        })
+        .await
+        .expect("an ordinary event");
+    let rows = wait_for("the import's own event", Duration::from_secs(20), || async {
+        let a = server
+            .http_query(
+                "SELECT eventsource, eventname, serverevent FROM audit ORDER BY eventsource, eventname",
+                "application/json",
+            )
+            .await;
+        let rows = a.json()["rows"].as_array().cloned().unwrap_or_default();
+        rows.iter()
+            .any(|r| r["eventname"] == "PutAuditEvents")
+            .then_some(rows)
+    })
+    .await;
+    for r in &rows {
+        let own = r["eventsource"] == "watchtrail";
+        assert_eq!(r["serverevent"], own, "{r}");
+    }
+    assert!(rows.iter().any(|r| r["eventname"] == "GetObject"), "{rows:?}");
 }
 
 /// Reads until the server closes the connection; how long that took, or `None` if it did not

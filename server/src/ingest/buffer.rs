@@ -833,7 +833,8 @@ impl Buffers {
             // Written by the alarm evaluator straight to storage; `from_tag` never yields them.
             TableKind::AlarmHistory | TableKind::WebhookDeliveries => 0,
             TableKind::Audit => {
-                let events: Vec<AuditEvent> = match prepared {
+                let server_event = record.server_event;
+                let mut events: Vec<AuditEvent> = match prepared {
                     Some(Prepared::Audit(events)) => events,
                     None => record
                         .audit
@@ -845,6 +846,12 @@ impl Buffers {
                         })
                         .unwrap_or_default(),
                 };
+                if server_event {
+                    for e in &mut events {
+                        e.row[watchtrail_query::tables::SERVER_EVENT_COLUMN] =
+                            serde_json::Value::Bool(true);
+                    }
+                }
                 let seen = self.seen_audit.entry(tenant.clone()).or_default();
                 let fresh: Vec<&serde_json::Value> = events
                     .iter()
