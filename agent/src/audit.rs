@@ -38,29 +38,9 @@ impl AuditError {
     }
 }
 
-/// A random UUID (version 4), from /dev/urandom.
+/// A random UUID (version 4).
 pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok();
-    if !ok {
-        let mut j = crate::ship::Jitter::new();
-        for chunk in b.chunks_mut(8) {
-            chunk.copy_from_slice(&j.next_u64().to_le_bytes()[..chunk.len()]);
-        }
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// `2023-07-10T11:40:13Z`-like: a date, `T`, a time.

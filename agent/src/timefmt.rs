@@ -3,7 +3,8 @@
 //! plus `%T` (`%H:%M:%S`), `%F` (`%Y-%m-%d`) and `%%`. The first match in a line wins.
 //!
 //! The format is compiled to one regular expression; the captured fields are then turned into
-//! milliseconds since the epoch without any date library.
+//! milliseconds since the epoch with chrono (dates that do not exist, such as 30 February,
+//! find nothing).
 
 use regex::Regex;
 
@@ -140,8 +141,8 @@ impl TimeFormat {
     /// year when the format has none (the previous year if that would be more than a day ahead).
     pub fn find(&self, line: &str, now_ms: i64) -> Option<i64> {
         let caps = self.regex.captures(line)?;
-        let now_days = now_ms.div_euclid(86_400_000);
-        let (this_year, _, _) = civil_from_days(now_days);
+        let this_year = chrono::DateTime::from_timestamp_millis(now_ms)
+            .map_or(1970, |t| i64::from(chrono::Datelike::year(&t)));
         let mut year: Option<i64> = None;
         let (mut month, mut day, mut hour, mut minute, mut second, mut nanos) =
             (1, 1, 0, 0, 0, 0i64);
@@ -206,14 +207,16 @@ impl TimeFormat {
         }
         let guess_year = year.is_none();
         let mut y = year.unwrap_or(this_year);
-        let mut ms = self.to_utc_ms(y, month, day, hour, minute, second, nanos, offset_s);
+        let mut ms = self.to_utc_ms(y, month, day, hour, minute, second, nanos, offset_s)?;
         if guess_year && ms > now_ms + 86_400_000 {
             y -= 1;
-            ms = self.to_utc_ms(y, month, day, hour, minute, second, nanos, offset_s);
+            ms = self.to_utc_ms(y, month, day, hour, minute, second, nanos, offset_s)?;
         }
         Some(ms)
     }
 
+    /// Milliseconds since the epoch of a wall-clock time, at `offset_s` from UTC (else UTC or
+    /// the machine's zone, as the format says); `None` for a date that does not exist.
     #[allow(clippy::too_many_arguments)]
     fn to_utc_ms(
         &self,
@@ -225,58 +228,23 @@ impl TimeFormat {
         s: i64,
         nanos: i64,
         offset_s: Option<i64>,
-    ) -> i64 {
-        let naive_s = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s;
+    ) -> Option<i64> {
+        use chrono::{NaiveDate, Offset as _, TimeZone as _};
+        let date = NaiveDate::from_ymd_opt(y.try_into().ok()?, mo.try_into().ok()?, d.try_into().ok()?)?;
+        // A leap second (:60) reads as the second after :59.
+        let naive = date.and_hms_opt(h.try_into().ok()?, mi.try_into().ok()?, s.min(59).try_into().ok()?)?;
+        let naive_s = naive.and_utc().timestamp() + i64::from(s == 60);
         let offset = match offset_s {
             Some(o) => o,
             None if self.utc => 0,
-            // The local offset at (about) that moment.
-            None => local_offset_s(naive_s).map_or(0, |o| local_offset_s(naive_s - o).unwrap_or(o)),
+            // The machine's offset at that wall-clock time (the earlier one in a repeated hour).
+            None => chrono::Local
+                .offset_from_local_datetime(&naive)
+                .earliest()
+                .map_or(0, |o| i64::from(o.fix().local_minus_utc())),
         };
-        (naive_s - offset) * 1000 + nanos / 1_000_000
+        Some((naive_s - offset) * 1000 + nanos / 1_000_000)
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number (inverse of [`days_from_civil`]).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// The machine's UTC offset at an instant, from the C library (which reads TZ and
-/// /etc/localtime).
-// time_t is i64 on 64-bit Linux but narrower elsewhere, hence the conversion.
-#[allow(clippy::useless_conversion)]
-fn local_offset_s(epoch_s: i64) -> Option<i64> {
-    let t: libc::time_t = epoch_s.try_into().ok()?;
-    let mut tm = std::mem::MaybeUninit::<libc::tm>::uninit();
-    // SAFETY: `t` is a valid time_t and `tm` a properly sized out-parameter.
-    let r = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
-    if r.is_null() {
-        return None;
-    }
-    // SAFETY: localtime_r succeeded, so it filled `tm`.
-    let tm = unsafe { tm.assume_init() };
-    Some(tm.tm_gmtoff)
 }
 
 #[cfg(test)]
@@ -287,16 +255,6 @@ mod tests {
 
     fn utc(f: &str) -> TimeFormat {
         TimeFormat::parse(f, true).expect("format")
-    }
-
-    #[test]
-    fn civil_dates_round_trip() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        for z in [-1000, 0, 11_017, 20_000, 30_000] {
-            let (y, m, d) = civil_from_days(z);
-            assert_eq!(days_from_civil(y, m, d), z);
-        }
     }
 
     #[test]
@@ -364,5 +322,11 @@ mod tests {
         let f = utc("%Y-%m-%d %H:%M:%S");
         assert_eq!(f.find("2025-13-01 10:00:00", NOW), None);
         assert_eq!(f.find("2025-01-01 25:00:00", NOW), None);
+        assert_eq!(f.find("2025-02-30 10:00:00", NOW), None, "a day that does not exist");
+        assert_eq!(
+            f.find("2024-02-29 00:00:00", NOW),
+            Some(1_709_164_800_000),
+            "a leap day"
+        );
     }
 }

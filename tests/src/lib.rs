@@ -800,21 +800,17 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts `moto_server` from `$WATCHTRAIL_MOTO_SERVER` (set by `.ci/run`). Returns `None`
-    /// when it is not configured outside CI; in CI its absence is a failure.
+    /// Starts `moto_server` from `$WATCHTRAIL_MOTO_SERVER` (set by `./scripts/test`, which
+    /// installs it). A test that needs S3 fails without it rather than passing untested.
     ///
     /// # Panics
-    /// In CI without moto, or when it does not answer within 60 s.
-    pub async fn start() -> Option<Self> {
+    /// Without `WATCHTRAIL_MOTO_SERVER`, or when moto does not answer within 60 s.
+    pub async fn start() -> Self {
         let Ok(bin) = std::env::var("WATCHTRAIL_MOTO_SERVER") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set WATCHTRAIL_MOTO_SERVER (see .ci/run)"
+            panic!(
+                "WATCHTRAIL_MOTO_SERVER is not set: this test needs moto's S3 server; run the \
+                 tests through ./scripts/test, which installs it"
             );
-            eprintln!(
-                "skipping: WATCHTRAIL_MOTO_SERVER is not set (run the tests through .ci/run or the README command)"
-            );
-            return None;
         };
         // moto chooses no port itself, so ask the kernel for a free one: the one place the
         // harness binds-then-releases, because the server is another program.
@@ -837,7 +833,7 @@ impl Moto {
             || async move { TcpStream::connect(addr).await.ok().map(|_| ()) },
         )
         .await;
-        Some(Self { child, addr })
+        Self { child, addr }
     }
 
     /// Creates a bucket.
@@ -936,23 +932,18 @@ pub fn scalar_i64(batches: &[arrow::array::RecordBatch], col: usize) -> i64 {
 }
 
 /// The Python with `deltalake` and `pyarrow` from `$WATCHTRAIL_PYTHON` (set by the test
-/// script), or `None` outside CI when it is not configured.
+/// script, which makes the venv). A test that needs it fails without it rather than passing
+/// untested.
 ///
 /// # Panics
-/// In CI without it.
-pub fn python() -> Option<PathBuf> {
+/// Without `WATCHTRAIL_PYTHON`.
+pub fn python() -> PathBuf {
     match std::env::var_os("WATCHTRAIL_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set WATCHTRAIL_PYTHON (see scripts/test)"
-            );
-            eprintln!(
-                "skipping: WATCHTRAIL_PYTHON is not set (run the tests through the README command)"
-            );
-            None
-        }
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "WATCHTRAIL_PYTHON is not set: this test needs the venv with deltalake and pyarrow; \
+             run the tests through ./scripts/test, which makes it"
+        ),
     }
 }
 
