@@ -9,6 +9,8 @@
 //! starve ingest) and stream their batches back through a small channel; dropping the
 //! [`QueryStream`] cancels the query.
 
+#[macro_use]
+mod delegate;
 pub mod budget;
 mod date_trunc;
 pub mod functions;
