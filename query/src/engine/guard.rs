@@ -232,6 +232,25 @@ impl Guarded {
         if all_scalar || total <= LEVENSHTEIN_SLICE_CELLS {
             return self.inner.invoke_with_args(args);
         }
+        // A batch of this much work never returns to the runtime until it is done (or
+        // cancelled), so the worker thread hands its other tasks (other tenants' queries) to a
+        // new one first, where the runtime allows it.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.levenshtein_slices(&args, rows, &cells))
+        } else {
+            self.levenshtein_slices(&args, rows, &cells)
+        }
+    }
+
+    fn levenshtein_slices(
+        &self,
+        args: &ScalarFunctionArgs,
+        rows: usize,
+        cells: &dyn Fn(usize) -> u64,
+    ) -> Result<ColumnarValue> {
+        let name = self.inner.name();
         let mut parts: Vec<ArrayRef> = Vec::new();
         let mut start = 0;
         while start < rows {

@@ -148,3 +148,39 @@ async fn a_timed_out_query_stops_its_work_and_only_then_gives_back_what_it_held(
     drop(engine);
     rt.shutdown_background();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_heavy_query_does_not_hold_the_only_query_thread_from_others() {
+    let storage = storage_with_hours(1).await;
+    // One query thread, as a server with --query-threads 1 has.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_stack_size(QUERY_THREAD_STACK_BYTES)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = limited_engine(&storage, 1 << 30, Duration::from_secs(60))
+        .with_runtime(rt.handle().clone());
+    let heavy = engine
+        .query(
+            "t1",
+            "SELECT sum(levenshtein(concat(repeat('a', 5000), CAST(value AS VARCHAR)), repeat('b', 5000))) \
+             FROM range(1, 100000)",
+        )
+        .await
+        .unwrap();
+    let heavy = tokio::spawn(heavy.collect());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile another query is answered at once, not after the heavy one's minutes.
+    let started = Instant::now();
+    let r = engine.collect("t1", "SELECT 1 AS one").await.unwrap();
+    assert_eq!(r.num_rows(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited {:?} for the query thread",
+        started.elapsed()
+    );
+    heavy.abort();
+    drop(engine);
+    rt.shutdown_background();
+}
