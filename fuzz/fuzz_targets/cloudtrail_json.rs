@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use watchtrail_query::cloudtrail::parse_event;
-use watchtrail_query::tables::TableKind;
+use watchtrail_model::cloudtrail::parse_event;
+use watchtrail_model::tables::TableKind;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use watchtrail_query::pattern::FilterPattern;
+use watchtrail_model::pattern::FilterPattern;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

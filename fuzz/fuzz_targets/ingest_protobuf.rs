@@ -6,9 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use watchtrail_proto::v1::{PutAuditEventsRequest, PutLogEventsRequest, PutMetricDataRequest};
-use watchtrail_query::cloudtrail::parse_event;
-use watchtrail_query::limits::{MAX_AGE_MS, MAX_FUTURE_MS};
-use watchtrail_query::validate::{validate_audit, validate_logs, validate_metrics};
+use watchtrail_model::cloudtrail::parse_event;
+use watchtrail_model::limits::{MAX_AGE_MS, MAX_FUTURE_MS};
+use watchtrail_model::validate::{validate_audit, validate_logs, validate_metrics};
 
 /// A fixed "now" (2027-01-15), so that a crash replays exactly.
 const NOW_MS: i64 = 1_800_000_000_000;

@@ -2,9 +2,14 @@
 //! engine, so that the server, the agent, the CLI and the fuzz targets share one definition of
 //! each rule instead of restating it.
 //!
-//! This crate is where the restructure (one room per responsibility) starts; today it holds:
+//! The cargo-fuzz targets in `fuzz/` build against this crate alone.
 //!
 //! # Layout
+//! - [`tables`]: Arrow schemas of the tables and tenant names: the on-disk contract.
+//! - [`limits`] and [`validate`]: the CloudWatch/CloudTrail limits every ingest request is held
+//!   to, and the canonical form a request takes once it passes.
+//! - [`cloudtrail`]: CloudTrail event JSON into rows shaped like the `audit` table.
+//! - [`pattern`]: CloudWatch Logs filter patterns (metric filters).
 //! - [`units`]: the CloudWatch units, and the one grammar of sizes (`64K`, `256MiB`) and
 //!   durations (`250ms`, `1.5s`, `15d`) that every flag and configuration file takes.
 //!
@@ -15,4 +20,9 @@
 //! assert_eq!(parse_duration("1.5s"), Ok(std::time::Duration::from_millis(1500)));
 //! ```
 
+pub mod cloudtrail;
+pub mod limits;
+pub mod pattern;
+pub mod tables;
 pub mod units;
+pub mod validate;

@@ -8,15 +8,8 @@
 //! - [`error`]: the crate's error type.
 //! - [`fuzz`]: the mutation fuzzer the test suites run over every parser.
 //! - [`keys`]: API keys (tenant, role, salted hash) and their store.
-//! - [`pattern`]: CloudWatch Logs filter patterns (metric filters).
-//! - [`limits`] and [`validate`]: the CloudWatch/CloudTrail limits every ingest request is held
-//!   to, and the canonical form a request takes once it passes.
-//! - [`cloudtrail`]: CloudTrail event JSON → rows shaped like the `audit` table.
-//!
-//! # Features
-//! `engine` (default) brings the SQL engine, storage and the CLI. Without it the crate is only
-//! the parsers and rules above plus [`tables`], [`units`] and [`fuzz`]: small enough for the
-//! instrumented builds of the cargo-fuzz targets in `fuzz/`.
+//! - [`pattern`], [`limits`], [`validate`], [`cloudtrail`], [`tables`], [`units`]: re-exported
+//!   from `watchtrail-model`, where they live.
 //!
 //! # Example
 //! ```no_run
@@ -28,37 +21,22 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cloudtrail;
 pub mod fuzz;
-pub mod limits;
-pub mod pattern;
-pub mod tables;
-pub mod units;
-pub mod validate;
 
-#[cfg(feature = "engine")]
+// The schemas, limits and parsers live in `watchtrail-model`; these paths stay for callers.
+pub use watchtrail_model::{cloudtrail, limits, pattern, tables, units, validate};
+
 pub mod alarm;
-#[cfg(feature = "engine")]
 pub mod cli;
-#[cfg(feature = "engine")]
 pub mod engine;
-#[cfg(feature = "engine")]
 pub mod error;
-#[cfg(feature = "engine")]
 pub mod files;
-#[cfg(feature = "engine")]
 pub mod keys;
-#[cfg(feature = "engine")]
 pub mod lifecycle;
-#[cfg(feature = "engine")]
 pub mod metrics_file;
-#[cfg(feature = "engine")]
 pub mod output;
-#[cfg(feature = "engine")]
 pub mod store;
 
 /// The Delta Lake crate this crate is built on, so users agree on one version.
-#[cfg(feature = "engine")]
 pub use deltalake;
-#[cfg(feature = "engine")]
 pub use error::{Error, Result};
