@@ -12,11 +12,14 @@ use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest};
 use crate::Context;
 use crate::spool::{Kind, Position};
 
-/// Server limits (reference section 4): records per request, bytes per request and per record.
-const MAX_RECORDS: usize = 100;
-const MAX_REQUEST_BYTES: usize = 1_000_000;
-/// Largest event, in bytes of JSON.
-pub const MAX_RECORD_BYTES: usize = 262_144;
+use watchtrail_model::limits::{
+    MAX_AUDIT_RECORD_BYTES as MAX_RECORD_BYTES, MAX_AUDIT_RECORDS as MAX_RECORDS,
+    MAX_AUDIT_REQUEST_BYTES, MAX_IDEMPOTENCY_ID_LEN,
+};
+
+/// The server's request limit less room for the idempotency id; each record is counted with
+/// its protobuf framing (at most 8 bytes), so a request never crosses the limit.
+const MAX_REQUEST_BYTES: usize = MAX_AUDIT_REQUEST_BYTES - MAX_IDEMPOTENCY_ID_LEN - 8;
 
 /// Why input was refused: the JSON path of the culprit and the reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -43,18 +46,6 @@ pub fn random_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// `2023-07-10T11:40:13Z`-like: a date, `T`, a time.
-fn looks_like_time(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 19
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && (b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-        && b[13] == b':'
-        && b[16] == b':'
-}
-
 /// The `eventSource` of the server's own trail, which no ingested event may claim.
 const RESERVED_EVENT_SOURCE: &str = "watchtrail";
 
@@ -70,16 +61,6 @@ fn check_event(raw: &RawValue, at: &str) -> Result<String, AuditError> {
     let Value::Object(mut obj) = v else {
         return Err(AuditError::new(at, "an event must be a JSON object"));
     };
-    match obj.get("eventTime") {
-        Some(Value::String(t)) if looks_like_time(t) => {}
-        Some(_) => {
-            return Err(AuditError::new(
-                format!("{at}.eventTime"),
-                "must be a string like 2023-07-10T11:40:13Z",
-            ));
-        }
-        None => return Err(AuditError::new(format!("{at}.eventTime"), "is required")),
-    }
     // The server refuses a batch holding one (its own trail's source): refuse the event here,
     // where the caller still hears about it, rather than lose its batch later.
     if obj
@@ -92,17 +73,18 @@ fn check_event(raw: &RawValue, at: &str) -> Result<String, AuditError> {
             format!("`{RESERVED_EVENT_SOURCE}` is reserved for the server's own events"),
         ));
     }
-    match obj.get("eventID") {
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= 1024 => Ok(text.to_string()),
-        Some(_) => Err(AuditError::new(
-            format!("{at}.eventID"),
-            "must be a non-empty string of at most 1024 bytes",
-        )),
-        None => {
-            obj.insert("eventID".into(), Value::String(random_id()));
-            serde_json::to_string(&obj).map_err(|e| AuditError::new(at, e.to_string()))
-        }
-    }
+    // An event without an id gets one, so that the server stores it once however often it is
+    // sent; the original text is kept otherwise.
+    let text = if obj.keys().any(|k| k.eq_ignore_ascii_case("eventid")) {
+        text.to_string()
+    } else {
+        obj.insert("eventID".into(), Value::String(random_id()));
+        serde_json::to_string(&obj).map_err(|e| AuditError::new(at, e.to_string()))?
+    };
+    // What a valid event is, the server's own parser says.
+    watchtrail_model::cloudtrail::parse_event(&text)
+        .map_err(|e| AuditError::new(format!("{at}{}", e.field), e.reason))?;
+    Ok(text)
 }
 
 fn position(e: &serde_json::Error) -> String {

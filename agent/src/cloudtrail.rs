@@ -40,14 +40,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             continue;
         };
         let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        // Digest files (under `CloudTrail-Digest/`) hold signatures, not events.
+        if name.contains("CloudTrail-Digest") {
+            continue;
+        }
         if ft.is_dir() {
             walk(&path, out);
-        } else if ft.is_file() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(".json") || name.ends_with(".json.gz") {
-                out.push(path);
-            }
+        } else if ft.is_file() && (name.ends_with(".json") || name.ends_with(".json.gz")) {
+            out.push(path);
         }
     }
 }
@@ -149,5 +151,25 @@ impl CloudTrailDir {
             .fetch_add(1, Ordering::Relaxed);
         debug!(path = %path.display(), events = n, "CloudTrail file read");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_files_of_a_trail_bucket_are_passed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("AWSLogs/1/CloudTrail/us-east-1/2023/07/10");
+        let digests = dir.path().join("AWSLogs/1/CloudTrail-Digest/us-east-1/2023/07/10");
+        std::fs::create_dir_all(&logs).expect("mkdir");
+        std::fs::create_dir_all(&digests).expect("mkdir");
+        std::fs::write(logs.join("1_CloudTrail_us-east-1_x.json.gz"), b"").expect("write");
+        std::fs::write(digests.join("1_CloudTrail-Digest_us-east-1_t_x.json.gz"), b"").expect("write");
+        std::fs::write(logs.join("notes.txt"), b"").expect("write");
+        let mut found = Vec::new();
+        walk(dir.path(), &mut found);
+        assert_eq!(found, vec![logs.join("1_CloudTrail_us-east-1_x.json.gz")]);
     }
 }

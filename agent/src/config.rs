@@ -363,7 +363,9 @@ fn default_tz() -> Timezone {
     Timezone::Local
 }
 /// CloudWatch Logs' event limit (1 MiB) minus its 26-byte overhead and room for the marker.
-pub const MAX_EVENT_BYTES: usize = 1_048_576 - 26 - 64;
+pub const MAX_EVENT_BYTES: usize = watchtrail_model::limits::MAX_LOG_EVENT_BYTES
+    - watchtrail_model::limits::LOG_EVENT_OVERHEAD
+    - 64;
 fn default_max_event() -> usize {
     256 << 10
 }

@@ -30,11 +30,11 @@ use crate::spool::{Kind, Position};
 use crate::timefmt::TimeFormat;
 use crate::{Context, now_ms};
 
-/// CloudWatch Logs' batch limits (reference section 3).
-const MAX_BATCH_EVENTS: usize = 10_000;
-const MAX_BATCH_BYTES: usize = 1_048_576;
-const EVENT_OVERHEAD: usize = 26;
-const MAX_BATCH_SPAN_MS: i64 = 24 * 3_600_000;
+// CloudWatch Logs' batch limits (reference section 3), as the server enforces them.
+use watchtrail_model::limits::{
+    LOG_EVENT_OVERHEAD as EVENT_OVERHEAD, MAX_LOG_BATCH_BYTES as MAX_BATCH_BYTES,
+    MAX_LOG_BATCH_SPAN_MS as MAX_BATCH_SPAN_MS, MAX_LOG_EVENTS as MAX_BATCH_EVENTS,
+};
 /// Bytes at the start of a file that identify it.
 const FINGERPRINT_BYTES: u64 = 256;
 /// Bytes read from one file per poll before the others get their turn.
