@@ -1,4 +1,4 @@
-//! Watchtrail's tables, storage layout and SQL engine, shared by the server and the CLI.
+//! Watchtrail's storage layout and SQL engine, shared by the server and the CLI (`watchtrail-cli`).
 //!
 //! # Layout
 //! - [`tables`]: Arrow schemas of `metrics`, `logs` and `audit`, and tenant names: the on-disk contract.
@@ -27,7 +27,6 @@ pub mod fuzz;
 pub use watchtrail_model::{cloudtrail, limits, pattern, tables, units, validate};
 
 pub mod alarm;
-pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod files;

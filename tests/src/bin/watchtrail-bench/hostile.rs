@@ -57,7 +57,7 @@ fn make_key(store: &Path, tenant: &str) -> anyhow::Result<String> {
         .arg(format!("file://{}", store.display()))
         .args(["--tenant", tenant, "--role", "read"])
         .output()
-        .with_context(|| format!("{} (cargo build --release -p watchtrail-query)", cli.display()))?;
+        .with_context(|| format!("{} (cargo build --release -p watchtrail-cli)", cli.display()))?;
     if !out.status.success() {
         bail!("keys create: {}", String::from_utf8_lossy(&out.stderr));
     }

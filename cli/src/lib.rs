@@ -84,7 +84,7 @@ pub fn main() -> ExitCode {
         .init();
     // Local queries (`--store`) plan and run on these threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .thread_stack_size(crate::engine::shape::QUERY_THREAD_STACK_BYTES)
+        .thread_stack_size(watchtrail_query::engine::shape::QUERY_THREAD_STACK_BYTES)
         .enable_all()
         .build()
     {

@@ -291,7 +291,7 @@ pub fn statistics_sql(
     }
     let mut pcts = Vec::new();
     for s in &args.extended_statistics {
-        let f = crate::alarm::parse_percentile(s).with_context(|| {
+        let f = watchtrail_query::alarm::parse_percentile(s).with_context(|| {
             format!("--extended-statistics: `{s}` is not a percentile such as p99 or p99.9")
         })?;
         pcts.push((s.clone(), f));
@@ -367,7 +367,7 @@ pub async fn get_metric_statistics_json(
     let result = backend.run(&sql).await?;
     let mut points = Vec::new();
     for b in &result.batches {
-        let ts = cast_to(b, 0, &crate::tables::timestamp_type())?;
+        let ts = cast_to(b, 0, &watchtrail_query::tables::timestamp_type())?;
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
         let unit = cast_to(b, 1, &DataType::Utf8)?;
         let unit = unit.as_string::<i32>();
@@ -433,12 +433,12 @@ mod tests {
 
     #[test]
     fn percentiles_follow_the_grammar() {
-        assert_eq!(crate::alarm::parse_percentile("p99"), Some(0.99));
-        assert!(crate::alarm::parse_percentile("p99.9").is_some_and(|p| (p - 0.999).abs() < 1e-12));
-        assert_eq!(crate::alarm::parse_percentile("p100"), Some(1.0));
-        assert_eq!(crate::alarm::parse_percentile("p101"), None);
-        assert_eq!(crate::alarm::parse_percentile("99"), None);
-        assert_eq!(crate::alarm::parse_percentile("p9.12345678901"), None);
+        assert_eq!(watchtrail_query::alarm::parse_percentile("p99"), Some(0.99));
+        assert!(watchtrail_query::alarm::parse_percentile("p99.9").is_some_and(|p| (p - 0.999).abs() < 1e-12));
+        assert_eq!(watchtrail_query::alarm::parse_percentile("p100"), Some(1.0));
+        assert_eq!(watchtrail_query::alarm::parse_percentile("p101"), None);
+        assert_eq!(watchtrail_query::alarm::parse_percentile("99"), None);
+        assert_eq!(watchtrail_query::alarm::parse_percentile("p9.12345678901"), None);
     }
 
     fn args(period: i64, stats: &[&str], ext: &[&str]) -> GetMetricStatisticsArgs {

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::client::ConnectionArgs;
-use crate::alarm::{AlarmDefinition, MetricFilter};
+use watchtrail_query::alarm::{AlarmDefinition, MetricFilter};
 
 /// `watchtrail alarms ...`
 #[derive(Debug, clap::Subcommand)]

@@ -154,7 +154,7 @@ impl ConnectionArgs {
             .tenant
             .clone()
             .unwrap_or_else(|| watchtrail_proto::DEFAULT_TENANT.to_string());
-        crate::tables::validate_tenant(&t).map_err(anyhow::Error::msg)?;
+        watchtrail_query::tables::validate_tenant(&t).map_err(anyhow::Error::msg)?;
         Ok(t)
     }
 
@@ -164,7 +164,7 @@ impl ConnectionArgs {
     /// A key file that cannot be read; a key or tenant that is not a valid header value.
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
         if let Some(t) = &self.tenant {
-            crate::tables::validate_tenant(t).map_err(anyhow::Error::msg)?;
+            watchtrail_query::tables::validate_tenant(t).map_err(anyhow::Error::msg)?;
         }
         let key = match (&self.api_key, &self.api_key_file) {
             (Some(k), _) => Some(k.trim().to_string()),
