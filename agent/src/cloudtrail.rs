@@ -162,11 +162,17 @@ mod tests {
     fn digest_files_of_a_trail_bucket_are_passed_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("AWSLogs/1/CloudTrail/us-east-1/2023/07/10");
-        let digests = dir.path().join("AWSLogs/1/CloudTrail-Digest/us-east-1/2023/07/10");
+        let digests = dir
+            .path()
+            .join("AWSLogs/1/CloudTrail-Digest/us-east-1/2023/07/10");
         std::fs::create_dir_all(&logs).expect("mkdir");
         std::fs::create_dir_all(&digests).expect("mkdir");
         std::fs::write(logs.join("1_CloudTrail_us-east-1_x.json.gz"), b"").expect("write");
-        std::fs::write(digests.join("1_CloudTrail-Digest_us-east-1_t_x.json.gz"), b"").expect("write");
+        std::fs::write(
+            digests.join("1_CloudTrail-Digest_us-east-1_t_x.json.gz"),
+            b"",
+        )
+        .expect("write");
         std::fs::write(logs.join("notes.txt"), b"").expect("write");
         let mut found = Vec::new();
         walk(dir.path(), &mut found);

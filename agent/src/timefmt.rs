@@ -230,9 +230,14 @@ impl TimeFormat {
         offset_s: Option<i64>,
     ) -> Option<i64> {
         use chrono::{NaiveDate, Offset as _, TimeZone as _};
-        let date = NaiveDate::from_ymd_opt(y.try_into().ok()?, mo.try_into().ok()?, d.try_into().ok()?)?;
+        let date =
+            NaiveDate::from_ymd_opt(y.try_into().ok()?, mo.try_into().ok()?, d.try_into().ok()?)?;
         // A leap second (:60) reads as the second after :59.
-        let naive = date.and_hms_opt(h.try_into().ok()?, mi.try_into().ok()?, s.min(59).try_into().ok()?)?;
+        let naive = date.and_hms_opt(
+            h.try_into().ok()?,
+            mi.try_into().ok()?,
+            s.min(59).try_into().ok()?,
+        )?;
         let naive_s = naive.and_utc().timestamp() + i64::from(s == 60);
         let offset = match offset_s {
             Some(o) => o,
@@ -322,7 +327,11 @@ mod tests {
         let f = utc("%Y-%m-%d %H:%M:%S");
         assert_eq!(f.find("2025-13-01 10:00:00", NOW), None);
         assert_eq!(f.find("2025-01-01 25:00:00", NOW), None);
-        assert_eq!(f.find("2025-02-30 10:00:00", NOW), None, "a day that does not exist");
+        assert_eq!(
+            f.find("2025-02-30 10:00:00", NOW),
+            None,
+            "a day that does not exist"
+        );
         assert_eq!(
             f.find("2024-02-29 00:00:00", NOW),
             Some(1_709_164_800_000),

@@ -77,7 +77,11 @@ pub const DEFAULT_KEY_FILE: &str = "./watchtrail-data/admin.key";
 
 /// Whether `address` names this machine (`localhost`, 127.0.0.0/8 or `::1`).
 pub fn is_loopback_address(address: &str) -> bool {
-    match url::Url::parse(address).ok().as_ref().and_then(url::Url::host) {
+    match url::Url::parse(address)
+        .ok()
+        .as_ref()
+        .and_then(url::Url::host)
+    {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -176,9 +180,11 @@ impl ConnectionArgs {
             ),
             // The implicit admin key goes to this machine's own server only: a CLI pointed
             // elsewhere must be told which key to send.
-            (None, None) if self.servers_are_loopback() => std::fs::read_to_string(DEFAULT_KEY_FILE)
-                .ok()
-                .map(|k| k.trim().to_string()),
+            (None, None) if self.servers_are_loopback() => {
+                std::fs::read_to_string(DEFAULT_KEY_FILE)
+                    .ok()
+                    .map(|k| k.trim().to_string())
+            }
             (None, None) => {
                 if std::path::Path::new(DEFAULT_KEY_FILE).exists() {
                     eprintln!(

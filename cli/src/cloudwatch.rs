@@ -434,11 +434,17 @@ mod tests {
     #[test]
     fn percentiles_follow_the_grammar() {
         assert_eq!(watchtrail_query::alarm::parse_percentile("p99"), Some(0.99));
-        assert!(watchtrail_query::alarm::parse_percentile("p99.9").is_some_and(|p| (p - 0.999).abs() < 1e-12));
+        assert!(
+            watchtrail_query::alarm::parse_percentile("p99.9")
+                .is_some_and(|p| (p - 0.999).abs() < 1e-12)
+        );
         assert_eq!(watchtrail_query::alarm::parse_percentile("p100"), Some(1.0));
         assert_eq!(watchtrail_query::alarm::parse_percentile("p101"), None);
         assert_eq!(watchtrail_query::alarm::parse_percentile("99"), None);
-        assert_eq!(watchtrail_query::alarm::parse_percentile("p9.12345678901"), None);
+        assert_eq!(
+            watchtrail_query::alarm::parse_percentile("p9.12345678901"),
+            None
+        );
     }
 
     fn args(period: i64, stats: &[&str], ext: &[&str]) -> GetMetricStatisticsArgs {

@@ -85,8 +85,11 @@ pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, usize)> {
 /// Whether `p` is a CloudTrail digest file: under a `CloudTrail-Digest` directory, or named
 /// `..._CloudTrail-Digest_...` as CloudTrail names them.
 fn is_digest_file(p: &Path) -> bool {
-    p.components()
-        .any(|c| c.as_os_str().to_str().is_some_and(|c| c.contains("CloudTrail-Digest")))
+    p.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|c| c.contains("CloudTrail-Digest"))
+    })
 }
 
 fn is_cloudtrail_file(p: &Path) -> bool {
@@ -279,10 +282,14 @@ mod tests {
         .expect("write");
         std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
         // A trail bucket's digest files are passed over and counted.
-        let digest_dir = dir.path().join("AWSLogs/123456789012/CloudTrail-Digest/us-east-1");
+        let digest_dir = dir
+            .path()
+            .join("AWSLogs/123456789012/CloudTrail-Digest/us-east-1");
         std::fs::create_dir_all(&digest_dir).expect("mkdir");
         std::fs::write(
-            digest_dir.join("123456789012_CloudTrail-Digest_us-east-1_t_us-east-1_20230710T114013Z.json.gz"),
+            digest_dir.join(
+                "123456789012_CloudTrail-Digest_us-east-1_t_us-east-1_20230710T114013Z.json.gz",
+            ),
             b"{\"digestStartTime\": \"2023-07-10T10:40:13Z\"}",
         )
         .expect("write");

@@ -163,9 +163,8 @@ mod tests {
     #[test]
     fn an_event_cannot_mark_itself_as_the_servers_own() {
         for key in ["serverevent", "serverEvent", "SERVEREVENT"] {
-            let json = format!(
-                r#"{{"eventID":"x","eventTime":"2023-07-10T11:40:13Z","{key}":true}}"#
-            );
+            let json =
+                format!(r#"{{"eventID":"x","eventTime":"2023-07-10T11:40:13Z","{key}":true}}"#);
             let e = parse_event(&json).expect("valid");
             assert_eq!(e.row[crate::tables::SERVER_EVENT_COLUMN], false, "{key}");
         }

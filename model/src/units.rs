@@ -120,7 +120,14 @@ mod tests {
         assert_eq!(parse_bytes("1gb"), Ok(1 << 30));
         assert_eq!(parse_bytes("2T"), Ok(2 << 40));
         assert_eq!(parse_bytes(" 1G "), Ok(1 << 30));
-        for bad in ["lots", "", "1.5G", "-1", "5 parsecs", "99999999999999999999"] {
+        for bad in [
+            "lots",
+            "",
+            "1.5G",
+            "-1",
+            "5 parsecs",
+            "99999999999999999999",
+        ] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
         assert!(parse_bytes("20000000T").unwrap_err().contains("too large"));
@@ -135,7 +142,16 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("15d"), Ok(Duration::from_secs(15 * 86_400)));
         assert_eq!(parse_duration("0.5m"), Ok(Duration::from_secs(30)));
-        for bad in ["s", "", "5 parsecs", "-1s", "1.2.3s", "NaNs", "1e999s", "99999999999999999999d"] {
+        for bad in [
+            "s",
+            "",
+            "5 parsecs",
+            "-1s",
+            "1.2.3s",
+            "NaNs",
+            "1e999s",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

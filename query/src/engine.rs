@@ -355,9 +355,7 @@ impl Engine {
                 Arc::clone(server),
             )));
         }
-        let runtime = builder
-            .with_object_store_registry(registry)
-            .build_arc()?;
+        let runtime = builder.with_object_store_registry(registry).build_arc()?;
         let config = session_config()?
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions.max(1))

@@ -97,7 +97,10 @@ fn classify_datafusion(e: &datafusion::error::DataFusionError) -> ErrorClass {
     use datafusion::error::DataFusionError as D;
     // A limit hit inside a filter pushed into the Parquet decoder comes back as text inside a
     // Parquet or Arrow error; it is still the limit, not a failure of the server.
-    if matches!(e.find_root(), D::ParquetError(_) | D::ArrowError(..) | D::External(_)) {
+    if matches!(
+        e.find_root(),
+        D::ParquetError(_) | D::ArrowError(..) | D::External(_)
+    ) {
         let text = e.to_string();
         if text.contains("ResourcesExhausted(") {
             return ErrorClass::ResourceExhausted;

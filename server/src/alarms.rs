@@ -425,7 +425,6 @@ impl AlarmService {
             self.lease.release().await;
         }
     }
-
 }
 
 fn iso(ms: i64) -> String {

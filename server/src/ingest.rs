@@ -194,9 +194,10 @@ impl Ingest {
         // (gRPC, the agent's intake, an import) may not read as one of the server's.
         if !reserved
             && let Some(i) = events.iter().position(|e| {
-                e.row["eventsource"]
-                    .as_str()
-                    .is_some_and(|s| s.trim().eq_ignore_ascii_case(crate::self_audit::EVENT_SOURCE))
+                e.row["eventsource"].as_str().is_some_and(|s| {
+                    s.trim()
+                        .eq_ignore_ascii_case(crate::self_audit::EVENT_SOURCE)
+                })
             })
         {
             self.count(TableKind::Audit, 0, n);

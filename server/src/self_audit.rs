@@ -632,8 +632,13 @@ mod tests {
         let e = crate::ingest::audit_json::parse_event(&text).unwrap();
         assert_eq!(e.row["eventname"], "CreateKey");
         let ua = v["userAgent"].as_str().unwrap();
-        assert!(ua.len() < MAX_FIELD_BYTES + 64 && ua.contains("truncated from 307200 bytes"), "{ua}");
-        let cut = v["additionalEventData"]["truncatedFields"].as_array().unwrap();
+        assert!(
+            ua.len() < MAX_FIELD_BYTES + 64 && ua.contains("truncated from 307200 bytes"),
+            "{ua}"
+        );
+        let cut = v["additionalEventData"]["truncatedFields"]
+            .as_array()
+            .unwrap();
         assert!(cut.iter().any(|f| f == "userAgent"), "{cut:?}");
         assert!(cut.iter().any(|f| f == "errorMessage"), "{cut:?}");
 
@@ -669,7 +674,10 @@ mod tests {
         let v: Value = serde_json::from_str(event).unwrap();
         assert_eq!(v["eventName"], "RefusedCallsSummary");
         assert_eq!(v["sourceIPAddress"], "192.0.2.1");
-        assert_eq!(v["requestParameters"]["refusedCalls"], 1_000 - REFUSALS_PER_WINDOW as u64);
+        assert_eq!(
+            v["requestParameters"]["refusedCalls"],
+            1_000 - REFUSALS_PER_WINDOW as u64
+        );
         assert_eq!(v["errorCode"], "AccessDenied");
         // A new window starts afresh.
         assert!(r.admit(&anonymous_refusal("192.0.2.1"), t0 + REFUSAL_WINDOW));

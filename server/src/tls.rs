@@ -198,7 +198,10 @@ struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usiz
 impl Sources {
     /// A hold on one of `ip`'s connections, if it has fewer than `max`.
     fn enter(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<SourceHold> {
-        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = m.entry(ip).or_default();
         if *n >= max {
             return None;
@@ -392,7 +395,10 @@ pub fn limited_grpc_incoming(
                 };
                 match sources.enter(peer.ip(), per_source) {
                     Some(source) => {
-                        return Some((Ok(Limited::new(io, slot, source)), (incoming, slots, sources)));
+                        return Some((
+                            Ok(Limited::new(io, slot, source)),
+                            (incoming, slots, sources),
+                        ));
                     }
                     None => debug!(%peer, "closed: its address holds --max-connections-per-source"),
                 }

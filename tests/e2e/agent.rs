@@ -326,7 +326,13 @@ async fn the_audit_intake_takes_events_over_http_and_a_unix_socket() {
     )
     .await;
     assert!(plain.starts_with("HTTP/1.1 415"), "{plain}");
-    let page = http_post(addr, "/v1/audit", &["Origin: https://evil.example"], ev("page").as_bytes()).await;
+    let page = http_post(
+        addr,
+        "/v1/audit",
+        &["Origin: https://evil.example"],
+        ev("page").as_bytes(),
+    )
+    .await;
     assert_eq!(page.status, 403, "{}", page.text());
     // Malformed input: 400 with the reason, and nothing of it is kept.
     let bad = format!(r#"[{}, {{"eventName":"x"}}]"#, ev("five"));
@@ -344,7 +350,13 @@ async fn the_audit_intake_takes_events_over_http_and_a_unix_socket() {
     let out = tokio::process::Command::new("curl")
         .args(["-s", "--unix-socket"])
         .arg(&socket)
-        .args(["-H", "content-type: application/json", "-d", &ev("six"), "http://localhost/v1/audit"])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &ev("six"),
+            "http://localhost/v1/audit",
+        ])
         .output()
         .await;
     let via_socket = match out {

@@ -34,7 +34,9 @@ async fn hostile_queries_are_refused_recorded_first_and_the_server_stays_up() {
         let server = &server;
         async move {
             let body = serde_json::json!({ "sql": sql }).to_string();
-            server.send_as(&read, "POST", "/v1/query", body.as_bytes()).await
+            server
+                .send_as(&read, "POST", "/v1/query", body.as_bytes())
+                .await
         }
     };
     // 2,000 terms: once a stack overflow that aborted the process.
@@ -43,7 +45,8 @@ async fn hostile_queries_are_refused_recorded_first_and_the_server_stays_up() {
     assert_eq!(a.status, 400, "{}", a.text());
     assert!(a.text().contains("500 levels"), "{}", a.text());
     // 100 GB asked of one function: once an aborting allocation.
-    let a = ask("SELECT length(repeat(arrow_cast('x','LargeUtf8'), 100000000000)) AS n".into()).await;
+    let a =
+        ask("SELECT length(repeat(arrow_cast('x','LargeUtf8'), 100000000000)) AS n".into()).await;
     assert_eq!(a.status, 429, "{}", a.text());
     assert!(a.text().contains("memory limit"), "{}", a.text());
     // The server answers on.
@@ -58,7 +61,10 @@ async fn hostile_queries_are_refused_recorded_first_and_the_server_stays_up() {
         (outcomes >= 3).then_some(rows)
     })
     .await;
-    for (sql_part, code) in [("1+1+1", "InvalidQuery"), ("repeat(", "QueryMemoryLimitExceeded")] {
+    for (sql_part, code) in [
+        ("1+1+1", "InvalidQuery"),
+        ("repeat(", "QueryMemoryLimitExceeded"),
+    ] {
         let with = |name: &str| {
             rows.iter()
                 .filter(|r| r["eventname"] == name)
@@ -107,13 +113,31 @@ async fn no_admin_action_goes_unrecorded_whatever_its_inputs() {
     for row in &rows {
         let ua_kept = row["useragent"].as_str().expect("useragent");
         assert!(ua_kept.len() < 4096, "{} bytes", ua_kept.len());
-        assert!(ua_kept.contains("truncated from 307212 bytes") || ua_kept.contains("truncated from 307200 bytes"), "{ua_kept:.100}");
-        assert!(row["extra"].as_str().is_some_and(|e| e.contains("userAgent")), "{row:?}");
+        assert!(
+            ua_kept.contains("truncated from 307212 bytes")
+                || ua_kept.contains("truncated from 307200 bytes"),
+            "{ua_kept:.100}"
+        );
+        assert!(
+            row["extra"]
+                .as_str()
+                .is_some_and(|e| e.contains("userAgent")),
+            "{row:?}"
+        );
     }
-    assert_eq!(rows.iter().filter(|r| r["errorcode"].is_null()).count(), 1, "{rows:?}");
-    let refused = rows.iter().find(|r| !r["errorcode"].is_null()).expect("the refused one");
+    assert_eq!(
+        rows.iter().filter(|r| r["errorcode"].is_null()).count(),
+        1,
+        "{rows:?}"
+    );
+    let refused = rows
+        .iter()
+        .find(|r| !r["errorcode"].is_null())
+        .expect("the refused one");
     assert!(
-        refused["params"].as_str().is_some_and(|p| p.contains("truncated from 1048576 bytes")),
+        refused["params"]
+            .as_str()
+            .is_some_and(|p| p.contains("truncated from 1048576 bytes")),
         "{refused:?}"
     );
 
@@ -154,9 +178,16 @@ async fn ingest_cannot_forge_the_servers_own_events() {
         .await
         .expect_err("a forged event");
     assert_eq!(err.code(), watchtrail_proto::tonic::Code::InvalidArgument);
-    assert!(err.message().contains("records[1].eventSource"), "{}", err.message());
+    assert!(
+        err.message().contains("records[1].eventSource"),
+        "{}",
+        err.message()
+    );
     let a = server
-        .http_query("SELECT count(*) AS n FROM audit WHERE eventid LIKE 'forged%'", "application/json")
+        .http_query(
+            "SELECT count(*) AS n FROM audit WHERE eventid LIKE 'forged%'",
+            "application/json",
+        )
         .await;
     assert_eq!(a.json()["rows"][0]["n"], 0);
 
@@ -188,7 +219,10 @@ async fn ingest_cannot_forge_the_servers_own_events() {
         let own = r["eventsource"] == "watchtrail";
         assert_eq!(r["serverevent"], own, "{r}");
     }
-    assert!(rows.iter().any(|r| r["eventname"] == "GetObject"), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r["eventname"] == "GetObject"),
+        "{rows:?}"
+    );
 }
 
 /// Reads until the server closes the connection; how long that took, or `None` if it did not
@@ -205,7 +239,10 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
             }
         }
     };
-    tokio::time::timeout(within, read_all).await.ok().map(|()| started.elapsed())
+    tokio::time::timeout(within, read_all)
+        .await
+        .ok()
+        .map(|()| started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,22 +266,33 @@ async fn silent_slow_and_crowding_connections_lose_their_slots() {
     }
     let mut fourth = TcpStream::connect(server.http).await.expect("connect");
     assert!(
-        closed_within(&mut fourth, Duration::from_secs(3)).await.is_some(),
+        closed_within(&mut fourth, Duration::from_secs(3))
+            .await
+            .is_some(),
         "a fourth connection from one address was kept"
     );
     // A silent one, one that trickles half a request head, and an idle gRPC socket: each is
     // closed after the header or first-bytes timeout, not held forever.
     let mut silent = held.pop().expect("held");
     let mut slow = held.pop().expect("held");
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
     let mut grpc_idle = TcpStream::connect(server.grpc).await.expect("connect");
     let started = std::time::Instant::now();
-    for (what, s) in [("silent", &mut silent), ("slow", &mut slow), ("gRPC idle", &mut grpc_idle)] {
+    for (what, s) in [
+        ("silent", &mut silent),
+        ("slow", &mut slow),
+        ("gRPC idle", &mut grpc_idle),
+    ] {
         closed_within(s, Duration::from_secs(20))
             .await
             .unwrap_or_else(|| panic!("the {what} connection was held past 20 s"));
         let t = started.elapsed();
-        assert!(t >= Duration::from_secs(5), "{what} closed too early: {t:?}");
+        assert!(
+            t >= Duration::from_secs(5),
+            "{what} closed too early: {t:?}"
+        );
     }
     // The slots came back: a plain request is answered.
     let (status, body) = http_get(server.http, "/healthz").await;

@@ -44,8 +44,9 @@ fn errors_name_the_field() {
 
 #[test]
 fn sizes_and_durations_take_the_grammar_the_server_takes() {
-    let c = Config::from_toml("[buffer]\nmax_bytes = \"256MiB\"\n[logs]\nflush_interval = \"1.5s\"")
-        .expect("valid");
+    let c =
+        Config::from_toml("[buffer]\nmax_bytes = \"256MiB\"\n[logs]\nflush_interval = \"1.5s\"")
+            .expect("valid");
     assert_eq!(c.buffer.max_bytes, 256 << 20);
     assert_eq!(c.logs.flush_interval, Duration::from_millis(1500));
     let e = Config::from_toml("[logs]\nflush_interval = \"5 parsecs\"").expect_err("bad");
@@ -101,7 +102,10 @@ fn the_cloudwatch_agent_json_is_translated() {
     );
     assert_eq!(f[1].filters[0].kind, "exclude");
     // No saved state: from the beginning, as the CloudWatch agent reads it.
-    assert!(f.iter().all(|f| f.start_position == StartPosition::Beginning));
+    assert!(
+        f.iter()
+            .all(|f| f.start_position == StartPosition::Beginning)
+    );
 }
 
 #[test]

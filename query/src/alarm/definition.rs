@@ -714,7 +714,10 @@ mod tests {
             }
             AlarmDefinition::from_value(v)
         };
-        let deep = format!("SELECT time, {} AS value FROM metrics", vec!["1"; 2_000].join("+"));
+        let deep = format!(
+            "SELECT time, {} AS value FROM metrics",
+            vec!["1"; 2_000].join("+")
+        );
         let e = sql_alarm(deep).expect_err("a 2,000-term chain");
         assert_eq!(e.field, "Query");
         assert!(e.reason.contains("levels deep"), "{e}");

@@ -42,8 +42,7 @@ macro_rules! delegate_scalar_udf_to_inner {
         fn output_ordering(
             &self,
             inputs: &[datafusion::logical_expr::sort_properties::ExprProperties],
-        ) -> datafusion::error::Result<datafusion::logical_expr::sort_properties::SortProperties>
-        {
+        ) -> datafusion::error::Result<datafusion::logical_expr::sort_properties::SortProperties> {
             self.inner.output_ordering(inputs)
         }
 

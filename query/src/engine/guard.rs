@@ -217,7 +217,9 @@ impl Guarded {
         ) else {
             return self.inner.invoke_with_args(args);
         };
-        let cells = |i: usize| (a.get(i).unwrap_or(0).max(0) as u64) * (b.get(i).unwrap_or(0).max(0) as u64);
+        let cells = |i: usize| {
+            (a.get(i).unwrap_or(0).max(0) as u64) * (b.get(i).unwrap_or(0).max(0) as u64)
+        };
         for i in 0..rows {
             let c = cells(i);
             if c > MAX_LEVENSHTEIN_CELLS {
@@ -227,7 +229,10 @@ impl Guarded {
                 )));
             }
         }
-        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let total: u64 = (0..rows).map(cells).sum();
         if all_scalar || total <= LEVENSHTEIN_SLICE_CELLS {
             return self.inner.invoke_with_args(args);
@@ -308,7 +313,9 @@ fn ints(v: &ColumnarValue) -> Option<Ints> {
         },
         ColumnarValue::Array(a) => {
             let c = arrow::compute::cast(a, &DataType::Int64).ok()?;
-            Some(Ints::Array(c.as_any().downcast_ref::<Int64Array>()?.clone()))
+            Some(Ints::Array(
+                c.as_any().downcast_ref::<Int64Array>()?.clone(),
+            ))
         }
     }
 }
@@ -391,7 +398,9 @@ fn bound_bytes(cost: Cost, args: &[ColumnarValue], rows: usize) -> u128 {
                 let (s, r) = (nonneg(s.get(i)), nonneg(r.get(i)));
                 // At most s+1 matches, each replaced by r bytes of text or of references to
                 // a match, which together cover the text at most once per reference.
-                (s + 1).saturating_mul(r).saturating_add(s.saturating_mul(r.max(1)))
+                (s + 1)
+                    .saturating_mul(r)
+                    .saturating_add(s.saturating_mul(r.max(1)))
             }),
             _ => 0,
         },
@@ -450,7 +459,9 @@ fn range_bound(args: &[ColumnarValue], rows: usize) -> u128 {
         }
         _ => return 0,
     };
-    (0..rows).fold(0u128, |acc, i| acc.saturating_add(per_row(i).saturating_mul(8)))
+    (0..rows).fold(0u128, |acc, i| {
+        acc.saturating_add(per_row(i).saturating_mul(8))
+    })
 }
 
 fn is_integer(v: &ColumnarValue) -> bool {
@@ -503,28 +514,56 @@ mod tests {
             2_000
         );
         assert_eq!(
-            bound_bytes(Cost::Repeat, &[scalar_str("x"), scalar_int(100_000_000_000)], 1),
+            bound_bytes(
+                Cost::Repeat,
+                &[scalar_str("x"), scalar_int(100_000_000_000)],
+                1
+            ),
             100_000_000_000
         );
         // Over a batch, every row counts.
         let counts = ColumnarValue::Array(Arc::new(Int64Array::from(vec![10, 20, -5])));
-        assert_eq!(bound_bytes(Cost::Repeat, &[scalar_str("ab"), counts], 3), 60);
+        assert_eq!(
+            bound_bytes(Cost::Repeat, &[scalar_str("ab"), counts], 3),
+            60
+        );
         assert_eq!(
             bound_bytes(Cost::Pad, &[scalar_str("x"), scalar_int(1 << 40)], 1),
             4 << 40
         );
         assert_eq!(
-            bound_bytes(Cost::Range, &[scalar_int(0), scalar_int(999), scalar_int(1)], 1),
+            bound_bytes(
+                Cost::Range,
+                &[scalar_int(0), scalar_int(999), scalar_int(1)],
+                1
+            ),
             8_000
         );
-        assert_eq!(bound_bytes(Cost::Range, &[scalar_int(10), scalar_int(0), scalar_int(1)], 1), 0);
+        assert_eq!(
+            bound_bytes(
+                Cost::Range,
+                &[scalar_int(10), scalar_int(0), scalar_int(1)],
+                1
+            ),
+            0
+        );
         assert!(
-            bound_bytes(Cost::Replace, &[scalar_str(&"a".repeat(1000)), scalar_str(""), scalar_str(&"b".repeat(1000))], 1)
-                > 1_000_000
+            bound_bytes(
+                Cost::Replace,
+                &[
+                    scalar_str(&"a".repeat(1000)),
+                    scalar_str(""),
+                    scalar_str(&"b".repeat(1000))
+                ],
+                1
+            ) > 1_000_000
         );
         let step = ColumnarValue::Scalar(ScalarValue::new_interval_mdn(0, 0, 1));
         let t0 = ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(Some(0), None));
         let t1 = ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(Some(1_000_000_000), None));
-        assert_eq!(bound_bytes(Cost::Range, &[t0, t1, step], 1), 8 * 1_000_000_001);
+        assert_eq!(
+            bound_bytes(Cost::Range, &[t0, t1, step], 1),
+            8 * 1_000_000_001
+        );
     }
 }

@@ -178,7 +178,10 @@ mod tests {
 
     #[test]
     fn wide_statements_long_texts_set_operations_and_relations_are_bounded() {
-        let wide = format!("SELECT 1 WHERE 1 IN ({})", chain("1", ",", MAX_EXPR_NODES + 1));
+        let wide = format!(
+            "SELECT 1 WHERE 1 IN ({})",
+            chain("1", ",", MAX_EXPR_NODES + 1)
+        );
         let e = check(&wide).unwrap_err().to_string();
         assert!(e.contains(&format!("{MAX_EXPR_NODES} expressions")), "{e}");
 
@@ -189,7 +192,12 @@ mod tests {
         let unions = chain("SELECT 1", " UNION ALL ", MAX_SET_OPERATION_DEPTH + 2);
         let e = check(&unions).unwrap_err().to_string();
         assert!(e.contains("set operations"), "{e}");
-        check(&chain("SELECT 1", " UNION ALL ", MAX_SET_OPERATION_DEPTH + 1)).unwrap();
+        check(&chain(
+            "SELECT 1",
+            " UNION ALL ",
+            MAX_SET_OPERATION_DEPTH + 1,
+        ))
+        .unwrap();
 
         let joins = format!(
             "SELECT 1 FROM {}",

@@ -1,10 +1,9 @@
 //! The alarm API: alarms, metric filters, destinations and history, as the HTTP routes call it.
 
-use super::*;
 use super::evaluator::transition_change;
+use super::*;
 
 impl AlarmService {
-
     /// Creates or replaces an alarm. A new alarm starts in INSUFFICIENT_DATA; an update keeps
     /// the state. Whether it was created.
     ///

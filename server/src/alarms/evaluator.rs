@@ -4,7 +4,6 @@
 use super::*;
 
 impl AlarmService {
-
     async fn load(&self, cache: &mut DocCache) -> Result<BTreeMap<String, TenantView>> {
         let docs = cache.refresh(&self.control).await?;
         let mut out = BTreeMap::new();
@@ -333,4 +332,3 @@ pub(super) fn transition_change(
         transition,
     }
 }
-

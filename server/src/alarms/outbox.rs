@@ -4,7 +4,6 @@
 use super::*;
 
 impl AlarmService {
-
     pub(super) async fn deliver_loop(self: Arc<Self>, stop: CancellationToken) {
         let mut queue: HashMap<String, OutboxEntry> = HashMap::new();
         let mut loaded_at: Option<tokio::time::Instant> = None;

@@ -484,8 +484,14 @@ mod redaction_tests {
         for secret in ["tok3n", "s3cret", "abc123", "pw", "hmac", "services"] {
             assert!(!reader.contains(secret), "{secret} in {reader}");
         }
-        assert!(reader.contains("https://hooks.example.com:8443/********"), "{reader}");
-        assert!(reader.contains("Authorization"), "header names stay: {reader}");
+        assert!(
+            reader.contains("https://hooks.example.com:8443/********"),
+            "{reader}"
+        );
+        assert!(
+            reader.contains("Authorization"),
+            "header names stay: {reader}"
+        );
         let admin = d.redacted(true).to_string();
         assert!(admin.contains("abc123") && admin.contains("tok3n") && !admin.contains("hmac"));
         assert_eq!(redacted_url("not a url"), REDACTED);

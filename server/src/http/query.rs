@@ -189,7 +189,9 @@ impl std::io::Write for CappedBuf {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if self.buf.len() + data.len() > self.cap {
             self.overflowed = true;
-            return Err(std::io::Error::other("the answer is over --query-max-answer-bytes"));
+            return Err(std::io::Error::other(
+                "the answer is over --query-max-answer-bytes",
+            ));
         }
         self.buf.extend_from_slice(data);
         Ok(data.len())
@@ -225,8 +227,12 @@ fn render(
             .collect();
         let io = |e: std::io::Error| watchtrail_query::Error::Internal(e.to_string());
         out.write_all(b"{\"columns\":").map_err(io)?;
-        out.write_all(serde_json::to_string(&columns).unwrap_or_default().as_bytes())
-            .map_err(io)?;
+        out.write_all(
+            serde_json::to_string(&columns)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+        .map_err(io)?;
         out.write_all(b",\"rows\":").map_err(io)?;
         output::write_json_rows(batches, &mut out)?;
         out.write_all(b",\"stats\":").map_err(io)?;
@@ -257,11 +263,24 @@ mod tests {
         let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(rows)]).unwrap();
         let stats = QueryStats::default();
         for format in [Format::Json, Format::Csv, Format::Ndjson, Format::Arrow] {
-            let whole = render(format, &schema, std::slice::from_ref(&batch), &stats, 1 << 20)
-                .unwrap()
-                .expect("fits");
+            let whole = render(
+                format,
+                &schema,
+                std::slice::from_ref(&batch),
+                &stats,
+                1 << 20,
+            )
+            .unwrap()
+            .expect("fits");
             assert!(whole.len() > 100_000, "{format:?}");
-            let capped = render(format, &schema, std::slice::from_ref(&batch), &stats, 50_000).unwrap();
+            let capped = render(
+                format,
+                &schema,
+                std::slice::from_ref(&batch),
+                &stats,
+                50_000,
+            )
+            .unwrap();
             assert!(capped.is_none(), "{format:?} past its cap");
         }
     }

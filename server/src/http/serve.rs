@@ -43,17 +43,18 @@ where
         // Finished connections are reaped as new ones come, so the set stays small.
         while connections.try_join_next().is_some() {}
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            let app = app.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    app.oneshot(req.map(axum::body::Body::new))
-                        .await
-                        .unwrap_or_else(|never| match never {}),
-                )
-            }
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let app = app.clone();
+                async move {
+                    Ok::<_, Infallible>(
+                        app.oneshot(req.map(axum::body::Body::new))
+                            .await
+                            .unwrap_or_else(|never| match never {}),
+                    )
+                }
+            });
         let conn = builder
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();

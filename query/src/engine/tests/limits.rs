@@ -1,9 +1,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
-use crate::engine::shape::{
-    MAX_EXPR_DEPTH, MAX_SET_OPERATION_DEPTH, QUERY_THREAD_STACK_BYTES,
-};
+use crate::engine::shape::{MAX_EXPR_DEPTH, MAX_SET_OPERATION_DEPTH, QUERY_THREAD_STACK_BYTES};
 
 /// A runtime built like the server's query runtime.
 fn query_runtime() -> tokio::runtime::Runtime {
@@ -26,7 +24,10 @@ async fn statements_at_every_bound_plan_and_run_on_a_query_thread() {
     let engine = engine(&storage).with_runtime(rt.handle().clone());
     let sum = format!("SELECT {} AS n", chain("1", "+", MAX_EXPR_DEPTH));
     let r = engine.collect("t1", &sum).await.unwrap();
-    let n = r.batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    let n = r.batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
     assert_eq!(n, MAX_EXPR_DEPTH as i64);
 
     let ors = format!(
@@ -37,20 +38,36 @@ async fn statements_at_every_bound_plan_and_run_on_a_query_thread() {
             .join(" OR ")
     );
     let r = engine.collect("t1", &ors).await.unwrap();
-    let n = r.batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    let n = r.batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
     assert_eq!(n, 10, "values 0..9 of the one hour of data");
 
-    let concat = format!("SELECT length({}) AS n", chain("'ab'", " || ", MAX_EXPR_DEPTH - 1));
+    let concat = format!(
+        "SELECT length({}) AS n",
+        chain("'ab'", " || ", MAX_EXPR_DEPTH - 1)
+    );
     let r = engine.collect("t1", &concat).await.unwrap();
-    let n = r.batches[0].column(0).as_primitive::<arrow::datatypes::Int32Type>().value(0);
+    let n = r.batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int32Type>()
+        .value(0);
     assert_eq!(n, 2 * (MAX_EXPR_DEPTH as i32 - 1));
 
     let unions = format!(
         "SELECT count(*) FROM ({})",
-        chain("SELECT 1 AS one", " UNION ALL ", MAX_SET_OPERATION_DEPTH + 1)
+        chain(
+            "SELECT 1 AS one",
+            " UNION ALL ",
+            MAX_SET_OPERATION_DEPTH + 1
+        )
     );
     let r = engine.collect("t1", &unions).await.unwrap();
-    let n = r.batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    let n = r.batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
     assert_eq!(n, MAX_SET_OPERATION_DEPTH as i64 + 1);
 
     // One level past the bound is refused before planning, as the caller's mistake.
@@ -136,12 +153,19 @@ async fn a_timed_out_query_stops_its_work_and_only_then_gives_back_what_it_held(
     // The work stops within a slice of rows, and what the query held goes back only then.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !released.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the query's work still runs {:?} after it started", started.elapsed());
+        assert!(
+            Instant::now() < deadline,
+            "the query's work still runs {:?} after it started",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // One row over the per-row bound is refused outright.
     let e = engine
-        .collect("t1", "SELECT levenshtein(repeat('a', 20000), repeat('b', 20000))")
+        .collect(
+            "t1",
+            "SELECT levenshtein(repeat('a', 20000), repeat('b', 20000))",
+        )
         .await
         .unwrap_err();
     assert_eq!(e.class(), ErrorClass::ResourceExhausted, "{e}");

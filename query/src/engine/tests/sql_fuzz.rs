@@ -46,8 +46,17 @@ impl Gen {
 
     /// A number a caller might choose: small, edge, or enormous.
     fn count(&mut self) -> String {
-        self.pick(&["0", "1", "3", "-1", "1000", "100000000", "100000000000", "9223372036854775807"])
-            .to_string()
+        self.pick(&[
+            "0",
+            "1",
+            "3",
+            "-1",
+            "1000",
+            "100000000",
+            "100000000000",
+            "9223372036854775807",
+        ])
+        .to_string()
     }
 
     fn expr(&mut self, ty: Ty, depth: usize) -> String {
@@ -62,9 +71,17 @@ impl Gen {
                 2 => format!("({} / {})", self.expr(Ty::Num, d), self.expr(Ty::Num, d)),
                 3 => format!("abs({})", self.expr(Ty::Num, d)),
                 4 => format!("length({})", self.expr(Ty::Str, d)),
-                5 => format!("levenshtein({}, {})", self.expr(Ty::Str, d), self.expr(Ty::Str, d)),
+                5 => format!(
+                    "levenshtein({}, {})",
+                    self.expr(Ty::Str, d),
+                    self.expr(Ty::Str, d)
+                ),
                 6 => format!("cardinality(range({}, {}))", self.count(), self.count()),
-                7 => format!("cardinality(array_repeat({}, {}))", self.expr(Ty::Num, d), self.count()),
+                7 => format!(
+                    "cardinality(array_repeat({}, {}))",
+                    self.expr(Ty::Num, d),
+                    self.count()
+                ),
                 8 => format!(
                     "CASE WHEN {} THEN {} ELSE {} END",
                     self.expr(Ty::Bool, d),
@@ -79,7 +96,11 @@ impl Gen {
                 0 => format!("repeat({}, {})", self.expr(Ty::Str, d), self.count()),
                 1 => format!("lpad({}, {}, 'xy')", self.expr(Ty::Str, d), self.count()),
                 2 => format!("rpad({}, {})", self.expr(Ty::Str, d), self.count()),
-                3 => format!("concat({}, {})", self.expr(Ty::Str, d), self.expr(Ty::Str, d)),
+                3 => format!(
+                    "concat({}, {})",
+                    self.expr(Ty::Str, d),
+                    self.expr(Ty::Str, d)
+                ),
                 4 => format!("({} || {})", self.expr(Ty::Str, d), self.expr(Ty::Str, d)),
                 5 => format!(
                     "replace({}, {}, {})",
@@ -87,9 +108,18 @@ impl Gen {
                     self.expr(Ty::Str, d),
                     self.expr(Ty::Str, d)
                 ),
-                6 => format!("regexp_replace({}, '(a|b)+', {}, 'g')", self.expr(Ty::Str, d), self.expr(Ty::Str, d)),
+                6 => format!(
+                    "regexp_replace({}, '(a|b)+', {}, 'g')",
+                    self.expr(Ty::Str, d),
+                    self.expr(Ty::Str, d)
+                ),
                 7 => format!("upper({})", self.expr(Ty::Str, d)),
-                8 => format!("substr({}, {}, {})", self.expr(Ty::Str, d), self.count(), self.count()),
+                8 => format!(
+                    "substr({}, {}, {})",
+                    self.expr(Ty::Str, d),
+                    self.count(),
+                    self.count()
+                ),
                 9 => format!("CAST({} AS VARCHAR)", self.expr(Ty::Num, d)),
                 _ => format!("arrow_cast({}, 'LargeUtf8')", self.expr(Ty::Str, d)),
             },
@@ -97,11 +127,19 @@ impl Gen {
                 0 => format!("({} < {})", self.expr(Ty::Num, d), self.expr(Ty::Num, d)),
                 1 => format!("({} = {})", self.expr(Ty::Str, d), self.expr(Ty::Str, d)),
                 2 => format!("({} LIKE '%a_%')", self.expr(Ty::Str, d)),
-                3 => format!("({} AND {})", self.expr(Ty::Bool, d), self.expr(Ty::Bool, d)),
+                3 => format!(
+                    "({} AND {})",
+                    self.expr(Ty::Bool, d),
+                    self.expr(Ty::Bool, d)
+                ),
                 4 => format!("({} OR {})", self.expr(Ty::Bool, d), self.expr(Ty::Bool, d)),
                 5 => format!("(NOT {})", self.expr(Ty::Bool, d)),
                 6 => format!("({} IS NULL)", self.expr(Ty::Str, d)),
-                7 => format!("({} IS DISTINCT FROM {})", self.expr(Ty::Num, d), self.expr(Ty::Num, d)),
+                7 => format!(
+                    "({} IS DISTINCT FROM {})",
+                    self.expr(Ty::Num, d),
+                    self.expr(Ty::Num, d)
+                ),
                 8 => format!(
                     "({} BETWEEN {} AND {})",
                     self.expr(Ty::Num, d),
@@ -127,7 +165,9 @@ impl Gen {
         }
         match ty {
             Ty::Num => self.count(),
-            Ty::Str => self.pick(&["'a'", "''", "'ERROR disk'", "NULL", "'ab%_'"]).to_string(),
+            Ty::Str => self
+                .pick(&["'a'", "''", "'ERROR disk'", "NULL", "'ab%_'"])
+                .to_string(),
             Ty::Bool => self.pick(&["true", "false", "NULL"]).to_string(),
             Ty::Time => "TIMESTAMP '2023-11-14 22:00:00'".to_string(),
         }
@@ -140,7 +180,8 @@ impl Gen {
     /// A chain past (or near) the depth bound.
     fn chain(&mut self) -> String {
         let n = [10, 499, 500, 501, 3_000][self.rng.below(5)];
-        let (term, op) = [("1", "+"), ("'a'", "||"), ("true", " AND "), ("value", "*")][self.rng.below(4)];
+        let (term, op) =
+            [("1", "+"), ("'a'", "||"), ("true", " AND "), ("value", "*")][self.rng.below(4)];
         vec![term; n].join(op)
     }
 
@@ -169,7 +210,9 @@ impl Gen {
                 } else {
                     agg2
                 };
-                format!("SELECT {g} AS g, {agg}, {agg2} FROM {table}{where_} GROUP BY 1 ORDER BY 1{limit}")
+                format!(
+                    "SELECT {g} AS g, {agg}, {agg2} FROM {table}{where_} GROUP BY 1 ORDER BY 1{limit}"
+                )
             }
             1 => format!("SELECT {} AS c FROM {table}{where_}{limit}", self.chain()),
             2 => {
@@ -213,7 +256,11 @@ fn ty_of(t: &DataType) -> Option<Ty> {
 async fn generated_statements_answer_or_fail_and_the_engine_stays_up() {
     let storage = storage_with_hours(1).await;
     storage
-        .append_batch("t1", TableKind::Logs, &logs_batch(&["ERROR disk full", "ok", "a"]))
+        .append_batch(
+            "t1",
+            TableKind::Logs,
+            &logs_batch(&["ERROR disk full", "ok", "a"]),
+        )
         .await
         .unwrap();
     let engine = limited_engine(&storage, 64 << 20, Duration::from_secs(5));
@@ -237,17 +284,25 @@ async fn generated_statements_answer_or_fail_and_the_engine_stays_up() {
         rng = g.rng;
         match engine.collect("t1", &sql).await {
             Ok(_) => answered += 1,
-            Err(e) if e.class() == ErrorClass::Internal => internal.push(format!("{sql}\n  -> {e}")),
+            Err(e) if e.class() == ErrorClass::Internal => {
+                internal.push(format!("{sql}\n  -> {e}"))
+            }
             Err(_) => refused += 1,
         }
     }
-    println!("{answered} answered, {refused} refused, {} internal errors", internal.len());
+    println!(
+        "{answered} answered, {refused} refused, {} internal errors",
+        internal.len()
+    );
     for i in internal.iter().take(5) {
         println!("internal: {i}");
     }
     // The generator makes statements that mostly mean something, or this test proves little.
     assert!(answered * 4 >= cases, "only {answered} of {cases} answered");
     // And the engine answers on.
-    let r = engine.collect("t1", "SELECT count(*) FROM metrics").await.unwrap();
+    let r = engine
+        .collect("t1", "SELECT count(*) FROM metrics")
+        .await
+        .unwrap();
     assert_eq!(r.num_rows(), 1);
 }

@@ -57,7 +57,12 @@ fn make_key(store: &Path, tenant: &str) -> anyhow::Result<String> {
         .arg(format!("file://{}", store.display()))
         .args(["--tenant", tenant, "--role", "read"])
         .output()
-        .with_context(|| format!("{} (cargo build --release -p watchtrail-cli)", cli.display()))?;
+        .with_context(|| {
+            format!(
+                "{} (cargo build --release -p watchtrail-cli)",
+                cli.display()
+            )
+        })?;
     if !out.status.success() {
         bail!("keys create: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -112,7 +117,9 @@ pub(crate) async fn bench_hostile(o: Options) -> anyhow::Result<()> {
         "hostile tenant: {} queries at once for {} s (--query-timeout {timeout}); other tenant: SELECT 1 every 50 ms\n",
         o.hostile, o.seconds
     );
-    println!("| phase | answered | p50 ms | p95 ms | p99 ms | max ms | not 200 |\n|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| phase | answered | p50 ms | p95 ms | p99 ms | max ms | not 200 |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
     let (lat, failed) = probe(&addr, &good, Duration::from_secs(5)).await;
     report("idle", &lat, failed);
 
@@ -120,11 +127,18 @@ pub(crate) async fn bench_hostile(o: Options) -> anyhow::Result<()> {
     let statuses: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
     let mut hostile = Vec::new();
     for i in 0..o.hostile {
-        let (stop, statuses, addr, evil) = (Arc::clone(&stop), Arc::clone(&statuses), addr.clone(), evil.clone());
+        let (stop, statuses, addr, evil) = (
+            Arc::clone(&stop),
+            Arc::clone(&statuses),
+            addr.clone(),
+            evil.clone(),
+        );
         hostile.push(tokio::spawn(async move {
             let mut n = i;
             while !stop.load(Ordering::Relaxed) {
-                let code = query(&addr, &evil, HOSTILE[n % HOSTILE.len()]).await.unwrap_or(0);
+                let code = query(&addr, &evil, HOSTILE[n % HOSTILE.len()])
+                    .await
+                    .unwrap_or(0);
                 let slot = match code {
                     200 => 0,
                     400 => 1,
