@@ -198,10 +198,7 @@ struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usiz
 impl Sources {
     /// A hold on one of `ip`'s connections, if it has fewer than `max`.
     fn enter(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<SourceHold> {
-        let mut m = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = crate::wal::lock(&self.0);
         let n = m.entry(ip).or_default();
         if *n >= max {
             return None;
@@ -223,11 +220,7 @@ struct SourceHold {
 
 impl Drop for SourceHold {
     fn drop(&mut self) {
-        let mut m = self
-            .sources
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = crate::wal::lock(&self.sources.0);
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
