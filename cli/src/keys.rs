@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::alarms::{Api, print};
 use super::client::ConnectionArgs;
-use watchtrail_query::keys::{KeyStore, Role};
-use watchtrail_query::store::Storage;
+use watchtrail_storage::keys::{KeyStore, Role};
+use watchtrail_storage::store::Storage;
 
 /// `watchtrail keys` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -98,7 +98,7 @@ pub async fn keys(conn: &ConnectionArgs, cmd: KeysCommand) -> anyhow::Result<()>
                 .await?
                 .iter()
                 .filter(|k| conn.tenant.as_ref().is_none_or(|t| *t == k.tenant))
-                .map(watchtrail_query::keys::KeyRecord::public)
+                .map(watchtrail_storage::keys::KeyRecord::public)
                 .collect();
             print(&json!({ "keys": keys }));
         }

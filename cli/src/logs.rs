@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::alarms::{Api, print};
 use super::client::ConnectionArgs;
-use watchtrail_query::lifecycle::RETENTION_DAYS;
+use watchtrail_storage::lifecycle::RETENTION_DAYS;
 
 /// `watchtrail logs` subcommands.
 #[derive(Debug, clap::Subcommand)]

@@ -15,8 +15,8 @@ use watchtrail_proto::v1::query_service_client::QueryServiceClient;
 use super::client::{ConnectionArgs, Credentials};
 use watchtrail_query::engine::{Engine, EngineConfig, QueryResult, QueryStats};
 use watchtrail_query::output::{self, Format};
-use watchtrail_query::store::Storage;
 use watchtrail_query::units::{parse_bytes, parse_duration};
+use watchtrail_storage::store::Storage;
 
 /// Where queries go: a server, or a store read directly.
 #[derive(Debug, Clone, clap::Args)]

@@ -45,8 +45,8 @@ pub use snapshot::{
 };
 
 use crate::error::{Error, Result};
-use crate::store::Storage;
 use crate::tables::{TableKind, validate_tenant};
+use watchtrail_storage::store::Storage;
 
 /// The URL under which a query session sees the Watchtrail store.
 const STORE_URL: &str = "watchtrail://store";

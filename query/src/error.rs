@@ -1,4 +1,5 @@
-//! Errors of the query crate.
+//! Errors of the SQL engine. Storage errors convert into the variant of the same name, so
+//! one [`ErrorClass`] sorts them all.
 
 /// Errors from storage, tables and SQL.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +17,7 @@ pub enum Error {
     InvalidTenant(String),
     /// An error from the Delta table layer.
     #[error("delta table: {0}")]
-    Delta(#[from] deltalake::DeltaTableError),
+    Delta(#[from] watchtrail_storage::deltalake::DeltaTableError),
     /// An error from object storage.
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
@@ -49,22 +50,7 @@ pub enum Error {
     Internal(String),
 }
 
-/// How a caller should treat an [`Error`]: what HTTP status and gRPC code it maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The request is wrong (bad SQL, bad tenant): 400 / INVALID_ARGUMENT.
-    BadRequest,
-    /// The statement is not allowed: 403 / PERMISSION_DENIED.
-    Forbidden,
-    /// A resource limit was hit: 429 / RESOURCE_EXHAUSTED.
-    ResourceExhausted,
-    /// The time limit was hit: 504 / DEADLINE_EXCEEDED.
-    Timeout,
-    /// Storage did not answer; retry later: 503 / UNAVAILABLE.
-    Unavailable,
-    /// A broken invariant: 500 / INTERNAL.
-    Internal,
-}
+pub use watchtrail_storage::error::{ErrorClass, classify_datafusion};
 
 impl Error {
     /// The class of this error.
@@ -93,39 +79,20 @@ impl Error {
     }
 }
 
-fn classify_datafusion(e: &datafusion::error::DataFusionError) -> ErrorClass {
-    use datafusion::error::DataFusionError as D;
-    // A limit hit inside a filter pushed into the Parquet decoder comes back as text inside a
-    // Parquet or Arrow error; it is still the limit, not a failure of the server.
-    if matches!(
-        e.find_root(),
-        D::ParquetError(_) | D::ArrowError(..) | D::External(_)
-    ) {
-        let text = e.to_string();
-        if text.contains("ResourcesExhausted(") {
-            return ErrorClass::ResourceExhausted;
+impl From<watchtrail_storage::Error> for Error {
+    fn from(e: watchtrail_storage::Error) -> Self {
+        use watchtrail_storage::Error as S;
+        match e {
+            S::InvalidStore { url, reason } => Error::InvalidStore { url, reason },
+            S::InvalidTenant(t) => Error::InvalidTenant(t),
+            S::Delta(e) => Error::Delta(e),
+            S::ObjectStore(e) => Error::ObjectStore(e),
+            S::Arrow(e) => Error::Arrow(e),
+            S::Parquet(e) => Error::Parquet(e),
+            S::DataFusion(e) => Error::DataFusion(e),
+            S::Invalid(m) => Error::Invalid(m),
+            S::Internal(m) => Error::Internal(m),
         }
-        // The caller's filter failed on the data (a division by zero, a bad cast).
-        if text.contains("Error evaluating filter predicate") {
-            return ErrorClass::BadRequest;
-        }
-    }
-    match e.find_root() {
-        D::ResourcesExhausted(_) => ErrorClass::ResourceExhausted,
-        D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) | D::Execution(_) => {
-            ErrorClass::BadRequest
-        }
-        D::ArrowError(e, _) => match e.as_ref() {
-            arrow::error::ArrowError::CastError(_)
-            | arrow::error::ArrowError::ParseError(_)
-            | arrow::error::ArrowError::InvalidArgumentError(_)
-            | arrow::error::ArrowError::ComputeError(_)
-            | arrow::error::ArrowError::DivideByZero
-            | arrow::error::ArrowError::ArithmeticOverflow(_) => ErrorClass::BadRequest,
-            _ => ErrorClass::Internal,
-        },
-        D::ObjectStore(_) | D::IoError(_) => ErrorClass::Unavailable,
-        _ => ErrorClass::Internal,
     }
 }
 

@@ -1,23 +1,27 @@
-//! Watchtrail's storage layout and SQL engine, shared by the server and the CLI (`watchtrail-cli`).
+//! Watchtrail's SQL engine: read-only SQL over a tenant's `metrics`, `logs` and `audit` tables
+//! (committed files from `watchtrail-storage` plus the server's rows not yet committed), with the
+//! bounds that keep one caller from hurting the others.
 //!
-//! # Layout
-//! - [`tables`]: Arrow schemas of `metrics`, `logs` and `audit`, and tenant names: the on-disk contract.
-//! - [`store`]: object storage by URL (`file://`, `s3://`, `memory://`) and Delta table commits.
-//! - [`files`]: Parquet encoding (compression, encodings, sort order).
-//! - [`metrics_file`]: the `metrics` table's files written straight from interned series.
-//! - [`error`]: the crate's error type.
+//! # Contents
+//! - [`engine`]: planning and running statements, statement bounds, guarded functions, the
+//!   shared memory budget, table snapshots and providers.
+//! - [`alarm`]: alarm definitions and metric filters checked against the engine (the types and
+//!   the state machine live in `watchtrail-model`).
+//! - [`output`]: answers as tables, JSON, CSV and Arrow IPC.
+//! - [`error`]: the engine's error type; storage errors convert into it.
 //! - [`fuzz`]: the mutation fuzzer the test suites run over every parser.
-//! - [`keys`]: API keys (tenant, role, salted hash) and their store.
-//! - [`pattern`], [`limits`], [`validate`], [`cloudtrail`], [`tables`], [`units`]: re-exported
+//! - [`cloudtrail`], [`limits`], [`pattern`], [`tables`], [`units`], [`validate`]: re-exported
 //!   from `watchtrail-model`, where they live.
 //!
 //! # Example
 //! ```no_run
 //! # async fn demo() -> watchtrail_query::Result<()> {
-//! use watchtrail_query::{store::Storage, tables::TableKind};
+//! use watchtrail_query::engine::{Engine, EngineConfig};
+//! use watchtrail_storage::store::Storage;
 //! let storage = Storage::from_url("file:///var/lib/watchtrail")?;
-//! let table = storage.open_table("default", TableKind::Audit).await?;
-//! println!("audit table version: {:?}", table.and_then(|t| t.version()));
+//! let engine = Engine::for_store(&storage, EngineConfig::default());
+//! let answer = engine.collect("default", "SELECT count(*) FROM audit").await?;
+//! println!("{} batches", answer.batches.len());
 //! # Ok(()) }
 //! ```
 
@@ -29,13 +33,6 @@ pub use watchtrail_model::{cloudtrail, limits, pattern, tables, units, validate}
 pub mod alarm;
 pub mod engine;
 pub mod error;
-pub mod files;
-pub mod keys;
-pub mod lifecycle;
-pub mod metrics_file;
 pub mod output;
-pub mod store;
 
-/// The Delta Lake crate this crate is built on, so users agree on one version.
-pub use deltalake;
 pub use error::{Error, Result};

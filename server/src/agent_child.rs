@@ -72,7 +72,7 @@ impl AgentChild {
     ) -> anyhow::Result<Self> {
         let binary = agent_binary()?;
         let data = crate::config::data_dir(wal_dir);
-        watchtrail_query::store::create_private_dir(&data, true)
+        watchtrail_storage::store::create_private_dir(&data, true)
             .with_context(|| format!("--agent: cannot create {}", data.display()))?;
         let config = match config {
             Some(c) => c.to_path_buf(),

@@ -48,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use watchtrail_query::alarm::{AlarmDefinition, AlarmState, DefinitionError, MetricFilter};
 use watchtrail_query::engine::Engine;
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::store::Storage;
 
 use self::history::{DeliveryRow, HistoryRow};
 use self::store::{ControlStore, Doc, DocCache, Lease};
@@ -166,6 +166,12 @@ pub enum ApiError {
 impl From<watchtrail_query::Error> for ApiError {
     fn from(e: watchtrail_query::Error) -> Self {
         ApiError::Server(Error::Query(e))
+    }
+}
+
+impl From<watchtrail_storage::Error> for ApiError {
+    fn from(e: watchtrail_storage::Error) -> Self {
+        ApiError::Server(e.into())
     }
 }
 

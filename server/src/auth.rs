@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use watchtrail_proto::{DEFAULT_TENANT, TENANT_HEADER};
-use watchtrail_query::keys::{KeyRecord, KeyStore, Role, parse_token};
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::validate_tenant;
+use watchtrail_storage::keys::{KeyRecord, KeyStore, Role, parse_token};
+use watchtrail_storage::store::Storage;
 
 use crate::self_audit::{Call, Caller, SelfAudit};
 
@@ -120,12 +120,7 @@ pub enum Denied {
 
 impl From<Denied> for tonic::Status {
     fn from(d: Denied) -> Self {
-        match d {
-            Denied::Unauthenticated(m) => tonic::Status::unauthenticated(m),
-            Denied::Forbidden(m) => tonic::Status::permission_denied(m),
-            Denied::Invalid(m) => tonic::Status::invalid_argument(m),
-            Denied::Unavailable(m) => tonic::Status::unavailable(m),
-        }
+        crate::error::denied_answer(&d).status()
     }
 }
 
@@ -448,7 +443,7 @@ impl Auth {
 fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        watchtrail_query::store::create_private_dir(dir, false)?;
+        watchtrail_storage::store::create_private_dir(dir, false)?;
     }
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();

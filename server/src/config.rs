@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use watchtrail_query::store::ObjectStoreArgs;
 use watchtrail_query::tables::TableKind;
 pub use watchtrail_query::units::{parse_bytes, parse_duration};
+use watchtrail_storage::store::ObjectStoreArgs;
 
 use crate::ingest::flush::FlushConfig;
 use crate::wal::WalConfig;
@@ -316,12 +316,12 @@ fn parse_metric_retention(s: &str) -> Result<Retention, String> {
 fn parse_log_retention(s: &str) -> Result<Retention, String> {
     match parse_days(s)? {
         None => Ok(Retention(None)),
-        Some(d) if watchtrail_query::lifecycle::RETENTION_DAYS.contains(&d) => {
+        Some(d) if watchtrail_storage::lifecycle::RETENTION_DAYS.contains(&d) => {
             Ok(Retention(Some(Duration::from_secs(u64::from(d) * 86_400))))
         }
         Some(d) => Err(format!(
             "{d} days is not a CloudWatch Logs retention; one of {:?} days, or never",
-            watchtrail_query::lifecycle::RETENTION_DAYS
+            watchtrail_storage::lifecycle::RETENTION_DAYS
         )),
     }
 }
@@ -442,19 +442,19 @@ impl ServerArgs {
                 self.vacuum_grace, self.query_timeout
             ));
         }
-        let tiers: Vec<watchtrail_query::lifecycle::Tier> = self
+        let tiers: Vec<watchtrail_storage::lifecycle::Tier> = self
             .metric_tiers
             .0
             .iter()
             .map(
-                |(after, period, window)| watchtrail_query::lifecycle::Tier {
+                |(after, period, window)| watchtrail_storage::lifecycle::Tier {
                     after: *after,
                     period: *period,
                     window: window.unwrap_or(self.compaction_window),
                 },
             )
             .collect();
-        watchtrail_query::lifecycle::Tier::validate(&tiers, self.compaction_window)
+        watchtrail_storage::lifecycle::Tier::validate(&tiers, self.compaction_window)
             .map_err(|e| format!("--metric-tiers: {e}"))?;
         if let (Some(last), Some(keep)) = (tiers.last(), self.retention_metrics.0)
             && keep <= last.after
@@ -530,7 +530,7 @@ impl ServerArgs {
             lifecycle: crate::lifecycle::LifecycleConfig {
                 enabled: !self.no_compaction,
                 interval: self.compaction_interval,
-                policy: watchtrail_query::lifecycle::Policy {
+                policy: watchtrail_storage::lifecycle::Policy {
                     window: self.compaction_window,
                     target_bytes: self.compaction_target,
                     settle: self.compaction_settle,
@@ -554,7 +554,7 @@ impl ServerArgs {
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
-    use watchtrail_query::lifecycle::Tier;
+    use watchtrail_storage::lifecycle::Tier;
 
     use super::*;
 

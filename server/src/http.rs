@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use watchtrail_proto::TENANT_HEADER;
 use watchtrail_query::engine::Engine;
-use watchtrail_query::keys::Role;
+use watchtrail_storage::keys::Role;
 
 use serde_json::Value;
 
@@ -119,20 +119,7 @@ pub fn needed_role(method: &Method, path: &str) -> Role {
 
 /// The answer to a refused call.
 pub(crate) fn denied(d: &Denied) -> Response {
-    let (status, code) = match d {
-        Denied::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UnrecognizedClient"),
-        Denied::Forbidden(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
-        Denied::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidParameterValue"),
-        Denied::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable"),
-    };
-    let mut r = query::error_response(status, code, &d.to_string());
-    if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-    }
-    r
+    crate::error::denied_answer(d).into_response()
 }
 
 fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Denied> {
@@ -228,29 +215,6 @@ fn body_parameters(event: &str, body: &[u8]) -> Option<Value> {
 }
 
 /// The trail's error code of an HTTP answer.
-fn error_code_of(r: &Response) -> Option<String> {
-    let status = r.status();
-    if status.is_success() {
-        return None;
-    }
-    if let Some(ErrorCode(c)) = r.extensions().get::<ErrorCode>() {
-        return Some(c.clone());
-    }
-    Some(
-        match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "AccessDenied",
-            StatusCode::NOT_FOUND => "ResourceNotFoundException",
-            StatusCode::BAD_REQUEST => "ValidationException",
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
-                "LimitExceededException"
-            }
-            s if s.is_server_error() => "InternalFailure",
-            _ => "ClientError",
-        }
-        .to_string(),
-    )
-}
-
 /// Authenticates a `/v1/` call and checks its role (the handler gets the
 /// [`crate::auth::Principal`]), then records the call and its outcome in the caller's trail.
 async fn authorize(State(gate): State<Gate>, req: Request, next: Next) -> Response {
@@ -316,7 +280,7 @@ async fn authorize(State(gate): State<Gate>, req: Request, next: Next) -> Respon
                 "request body too large".into(),
             ));
             gate.trail.record(&call);
-            return query::error_response(
+            return crate::error::error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestTooLarge",
                 &format!("the request body is over {MAX_BODY_BYTES} bytes"),
@@ -338,7 +302,7 @@ async fn authorize(State(gate): State<Gate>, req: Request, next: Next) -> Respon
     // Handlers that record more than the outcome (a query's start) build on this.
     req.extensions_mut().insert(call.clone());
     let response = next.run(req).await;
-    if let Some(code) = error_code_of(&response) {
+    if let Some(code) = crate::error::code_of(&response) {
         call.error = Some((code, format!("HTTP {}", response.status().as_u16())));
     }
     gate.trail.record(&call);

@@ -22,8 +22,8 @@ use tracing::info;
 use watchtrail_proto::v1::{
     IngestResponse, PutAuditEventsRequest, PutLogEventsRequest, PutMetricDataRequest,
 };
-use watchtrail_query::store::{self, Storage};
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::store::{self, Storage};
 
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -282,7 +282,7 @@ async fn wait_for_storage<F, Fut>(
 ) -> Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), watchtrail_query::Error>>,
+    Fut: std::future::Future<Output = Result<(), watchtrail_storage::Error>>,
 {
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
@@ -311,7 +311,7 @@ async fn committed_version(
     loop {
         let attempt = async {
             match storage.open_table(tenant, kind).await? {
-                Some(t) => Ok::<_, watchtrail_query::Error>(
+                Some(t) => Ok::<_, watchtrail_storage::Error>(
                     store::transaction_version(&t, app).await?.unwrap_or(-1),
                 ),
                 None => Ok(-1),

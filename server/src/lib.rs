@@ -40,7 +40,7 @@ use tracing::info;
 use watchtrail_proto::v1::ingest_service_server::IngestServiceServer;
 use watchtrail_proto::v1::query_service_server::QueryServiceServer;
 use watchtrail_query::engine::Engine;
-use watchtrail_query::store::Storage;
+use watchtrail_storage::store::Storage;
 
 pub use config::{ServerArgs, ServerConfig};
 pub use error::{Error, Result};

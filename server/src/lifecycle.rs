@@ -1,5 +1,5 @@
 //! The lifecycle task: every `--compaction-interval`, each table of each tenant is expired,
-//! compacted and vacuumed ([`watchtrail_query::lifecycle`]) by the one server holding that
+//! compacted and vacuumed ([`watchtrail_storage::lifecycle`]) by the one server holding that
 //! table's lease (`_control/compactor-<tenant>-<table>.lease`), so servers sharing a store
 //! never compact the same table at once. Log groups' own retention policies are read from
 //! `<tenant>/_control/log-retention/` at each pass.
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use watchtrail_query::lifecycle::{self, Policy};
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::lifecycle::{self, Policy};
+use watchtrail_storage::store::Storage;
 
 use serde::{Deserialize, Serialize};
 

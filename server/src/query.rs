@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use watchtrail_query::deltalake::DeltaTable;
 use watchtrail_query::engine::{SnapshotSource, TableFiles, TableSnapshot};
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::deltalake::DeltaTable;
+use watchtrail_storage::store::Storage;
 
 use crate::ingest::buffer::{BufferHandle, TableKey};
 use crate::wal::lock;

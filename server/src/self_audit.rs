@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use watchtrail_proto::DEFAULT_TENANT;
 use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest};
-use watchtrail_query::keys::Role;
 use watchtrail_query::limits::{MAX_AUDIT_RECORD_BYTES, MAX_AUDIT_RECORDS};
+use watchtrail_storage::keys::Role;
 
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;

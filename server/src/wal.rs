@@ -217,7 +217,7 @@ impl Wal {
         applier: Arc<dyn Applier>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Replay)> {
-        watchtrail_query::store::create_private_dir(&config.dir, true)
+        watchtrail_storage::store::create_private_dir(&config.dir, true)
             .map_err(|e| Error::io(&config.dir, e))?;
         let server_id = read_or_create_server_id(&config.dir)?;
         let now = now_ms();

@@ -4,10 +4,10 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use watchtrail_e2e::{ServerOptions, TestServer, bin_path};
-use watchtrail_query::deltalake::arrow::array::{Array, AsArray};
-use watchtrail_query::deltalake::arrow::datatypes::Float64Type;
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::deltalake::arrow::array::{Array, AsArray};
+use watchtrail_storage::deltalake::arrow::datatypes::Float64Type;
+use watchtrail_storage::store::Storage;
 
 use super::column_counts;
 

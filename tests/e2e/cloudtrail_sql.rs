@@ -8,8 +8,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use watchtrail_e2e::{ServerOptions, TestServer, bin_path, fixtures, grpc_query};
-use watchtrail_query::deltalake::arrow::array::{Array, AsArray, RecordBatch};
-use watchtrail_query::deltalake::arrow::datatypes::Int64Type;
+use watchtrail_storage::deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use watchtrail_storage::deltalake::arrow::datatypes::Int64Type;
 
 /// Every event of the fixture files, once per eventID.
 fn raw_events() -> Vec<Value> {

@@ -10,8 +10,8 @@ use tokio::sync::Mutex;
 use watchtrail_e2e::{Bearer, ServerOptions, TestServer};
 use watchtrail_proto::tonic::transport::Channel;
 use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::store::Storage;
 
 use super::{column_counts, log_batch};
 

@@ -3,9 +3,9 @@
 use std::process::Command;
 
 use watchtrail_e2e::{ServerOptions, TestServer, bin_path, fixtures};
-use watchtrail_query::deltalake::arrow::array::{Array, AsArray};
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::deltalake::arrow::array::{Array, AsArray};
+use watchtrail_storage::store::Storage;
 
 use super::column_counts;
 

@@ -8,8 +8,8 @@ use watchtrail_proto::v1::{
     AuditRecord, Dimension, MetricDatum, MetricSeries, PutAuditEventsRequest, PutMetricDataRequest,
     metric_datum,
 };
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::store::Storage;
 
 use super::{chrono_now_ms, column_counts, log_batch};
 

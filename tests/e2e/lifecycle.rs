@@ -12,9 +12,9 @@ use watchtrail_e2e::{
 use watchtrail_proto::v1::{
     Dimension, LogEvent, MetricSeries, PutLogEventsRequest, PutMetricDataRequest,
 };
-use watchtrail_query::engine::TableFiles;
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::store::Storage;
+use watchtrail_storage::table_files::TableFiles;
 
 use super::chrono_now_ms;
 

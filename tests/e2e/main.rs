@@ -21,9 +21,9 @@ use std::collections::HashMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use watchtrail_proto::v1::{LogEvent, PutLogEventsRequest};
-use watchtrail_query::deltalake::arrow;
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::deltalake::arrow;
+use watchtrail_storage::store::Storage;
 
 /// Counts each value of a string column over every committed row of a table.
 async fn column_counts(

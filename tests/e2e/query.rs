@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use watchtrail_e2e::{ServerOptions, TestServer, bin_path, grpc_query, scalar_i64};
 use watchtrail_proto::tonic::Code;
 use watchtrail_proto::v1::{Dimension, MetricSeries, PutMetricDataRequest};
-use watchtrail_query::deltalake::arrow;
+use watchtrail_storage::deltalake::arrow;
 
 use super::{chrono_now_ms, log_batch};
 

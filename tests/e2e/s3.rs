@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use watchtrail_e2e::{Moto, Proxy, ServerOptions, TestServer, wait_for};
 use watchtrail_proto::tonic::Code;
-use watchtrail_query::store::Storage;
 use watchtrail_query::tables::TableKind;
+use watchtrail_storage::store::Storage;
 
 use super::{column_counts, log_batch};
 

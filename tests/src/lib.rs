@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 use watchtrail_proto::tonic;
 use watchtrail_proto::tonic::transport::Channel;
 use watchtrail_proto::v1::ingest_service_client::IngestServiceClient;
-use watchtrail_query::deltalake::arrow;
+use watchtrail_storage::deltalake::arrow;
 
 /// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
 ///

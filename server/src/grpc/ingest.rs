@@ -7,7 +7,7 @@ use watchtrail_proto::v1::{
     IngestResponse, PutAuditEventsRequest, PutLogEventsRequest, PutMetricDataRequest,
 };
 
-use watchtrail_query::keys::Role;
+use watchtrail_storage::keys::Role;
 
 use crate::auth::{Auth, grpc_user_agent};
 use crate::ingest::Ingest;

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 
+use crate::error::{Answer, query_answer};
 use arrow::ipc::writer::StreamWriter;
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -9,9 +10,8 @@ use watchtrail_proto::v1::query_response::Payload;
 use watchtrail_proto::v1::query_service_server::QueryService;
 use watchtrail_proto::v1::{QueryRequest, QueryResponse, QueryStats};
 use watchtrail_query::engine::{Engine, QueryStream};
-use watchtrail_query::error::ErrorClass;
 
-use watchtrail_query::keys::Role;
+use watchtrail_storage::keys::Role;
 
 use crate::auth::{Auth, grpc_user_agent};
 use crate::self_audit::{Call, SelfAudit};
@@ -43,34 +43,6 @@ impl QueryServiceImpl {
     }
 }
 
-/// The gRPC status of a query error.
-pub fn query_status(e: &watchtrail_query::Error) -> Status {
-    let msg = e.to_string();
-    match e.class() {
-        ErrorClass::BadRequest => Status::invalid_argument(msg),
-        ErrorClass::Forbidden => Status::permission_denied(msg),
-        ErrorClass::ResourceExhausted => Status::resource_exhausted(msg),
-        ErrorClass::Timeout => Status::deadline_exceeded(msg),
-        ErrorClass::Unavailable => Status::unavailable(msg),
-        ErrorClass::Internal => {
-            tracing::error!(error = %e, "query failed");
-            Status::internal(msg)
-        }
-    }
-}
-
-/// The error code Watchtrail's own audit trail records for a query error.
-pub fn query_audit_code(e: &watchtrail_query::Error) -> &'static str {
-    match e.class() {
-        ErrorClass::BadRequest => "InvalidQuery",
-        ErrorClass::Forbidden => "ReadOnly",
-        ErrorClass::ResourceExhausted => "QueryMemoryLimitExceeded",
-        ErrorClass::Timeout => "QueryTimeout",
-        ErrorClass::Unavailable => "StorageUnavailable",
-        ErrorClass::Internal => "InternalFailure",
-    }
-}
-
 enum Step {
     Running(Box<(QueryStream, StreamWriter<Vec<u8>>)>),
     Stats(QueryStats),
@@ -78,7 +50,7 @@ enum Step {
 }
 
 fn ipc_error(e: arrow::error::ArrowError) -> Status {
-    Status::internal(format!("encoding Arrow IPC: {e}"))
+    Answer::internal(format!("encoding Arrow IPC: {e}")).status()
 }
 
 async fn next(step: Step) -> Option<(Result<QueryResponse, Status>, Step)> {
@@ -99,7 +71,7 @@ async fn next(step: Step) -> Option<(Result<QueryResponse, Status>, Step)> {
                         Step::Running(Box::new((q, w))),
                     ))
                 }
-                Some(Err(e)) => Some((Err(query_status(&e)), Step::Done)),
+                Some(Err(e)) => Some((Err(query_answer(&e).status()), Step::Done)),
                 None => {
                     if let Err(e) = w.finish() {
                         return Some((Err(ipc_error(e)), Step::Done));
@@ -141,7 +113,7 @@ impl QueryService for QueryServiceImpl {
             .gate
             .enter(&caller.tenant)
             .await
-            .map_err(Status::resource_exhausted)?;
+            .map_err(|why| Answer::too_many_queries(why).status())?;
         let mut call = Call {
             event_name: "StartQuery",
             read_only: true,
@@ -152,11 +124,10 @@ impl QueryService for QueryServiceImpl {
             error: None,
         };
         // The start is in the WAL before the query runs.
-        self.trail.record_now(&call).await.map_err(|why| {
-            Status::unavailable(format!(
-                "the query was not run because its start could not be recorded: {why}"
-            ))
-        })?;
+        self.trail
+            .record_now(&call)
+            .await
+            .map_err(|why| Answer::start_not_recorded(why).status())?;
         let result = self
             .engine
             .query_holding(&caller.tenant, &sql, Some(Box::new(slot)))
@@ -165,9 +136,9 @@ impl QueryService for QueryServiceImpl {
         call.error = result
             .as_ref()
             .err()
-            .map(|e| (query_audit_code(e).to_string(), e.to_string()));
+            .map(|e| (query_answer(e).code.to_string(), e.to_string()));
         self.trail.record(&call);
-        let q = result.map_err(|e| query_status(&e))?;
+        let q = result.map_err(|e| query_answer(&e).status())?;
         let w = StreamWriter::try_new(Vec::new(), &q.schema()).map_err(ipc_error)?;
         let stream = futures::stream::unfold(Step::Running(Box::new((q, w))), next);
         Ok(Response::new(Box::pin(stream)))

@@ -1,7 +1,8 @@
 //! The alarm API: `/v1/alarms`, `/v1/metric-filters` and `/v1/destinations`.
 //!
 //! Bodies are CloudWatch's own JSON (`PutMetricAlarm`, `PutMetricFilter` fields); refusals are
-//! 400 with the field and the reason, unknown names 404.
+//! 400 with the field and the reason, unknown names 404. Every handler answers
+//! `Result<Response, Answer>`: errors take the server's one mapping (`crate::error`).
 
 use std::sync::Arc;
 
@@ -15,11 +16,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use watchtrail_query::alarm::{AlarmDefinition, AlarmState, MetricFilter};
 
-use super::query::error_response;
+use crate::alarms::AlarmService;
 use crate::alarms::webhook::Destination;
-use crate::alarms::{AlarmService, ApiError};
 use crate::auth::Principal;
-use watchtrail_query::keys::Role;
+use crate::error::{Answer, definition_answer};
+use watchtrail_storage::keys::Role;
 
 /// The routes.
 pub fn router(alarms: Arc<AlarmService>) -> Router {
@@ -60,60 +61,35 @@ pub(crate) fn json_ok(status: StatusCode, v: Value) -> Response {
         .into_response()
 }
 
-fn api_error(e: ApiError) -> Response {
-    match e {
-        ApiError::Invalid(d) => {
-            let body = json!({"error": {
-                "code": "InvalidParameterValue",
-                "field": d.field,
-                "message": d.to_string(),
-            }});
-            json_ok(StatusCode::BAD_REQUEST, body)
-        }
-        ApiError::NotFound(m) => error_response(StatusCode::NOT_FOUND, "ResourceNotFound", &m),
-        ApiError::Server(e) => {
-            tracing::warn!(error = %e, "alarm API call failed");
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                &e.to_string(),
-            )
-        }
-    }
+fn invalid(message: impl std::fmt::Display) -> Answer {
+    Answer::bad_request("InvalidParameterValue", message)
 }
 
-fn body_json(body: &Bytes) -> Result<Value, Box<Response>> {
-    serde_json::from_slice(body).map_err(|e| {
-        Box::new(error_response(
-            StatusCode::BAD_REQUEST,
-            "InvalidJson",
-            &format!("the body is not JSON: {e}"),
-        ))
-    })
+/// A handler's answer: its JSON, or the error every door answers the same way.
+type Answered = Result<Response, Answer>;
+
+fn body_json(body: &Bytes) -> Result<Value, Answer> {
+    serde_json::from_slice(body)
+        .map_err(|e| Answer::bad_request("InvalidJson", format!("the body is not JSON: {e}")))
 }
 
 /// The body as JSON with the path's name in its name field.
-fn named_body(body: &Bytes, field: &str, name: &str) -> Result<Value, Box<Response>> {
+fn named_body(body: &Bytes, field: &str, name: &str) -> Result<Value, Answer> {
     let mut v = body_json(body)?;
     name_into(&mut v, field, name)?;
     Ok(v)
 }
 
 /// The path's name goes into the body's name field; a different one in the body is refused.
-fn name_into(v: &mut Value, field: &str, name: &str) -> Result<(), Box<Response>> {
+fn name_into(v: &mut Value, field: &str, name: &str) -> Result<(), Answer> {
     let Some(obj) = v.as_object_mut() else {
-        return Err(Box::new(error_response(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValue",
-            "the body must be a JSON object",
-        )));
+        return Err(invalid("the body must be a JSON object"));
     };
     match obj.get(field) {
-        Some(Value::String(s)) if s != name => Err(Box::new(error_response(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValue",
-            &format!("{field}: `{s}` differs from the name in the path, `{name}`"),
-        ))),
+        Some(Value::String(s)) if s != name => Err(invalid(format!(
+            "{field}: `{s}` differs from the name in the path, `{name}`"
+        ))
+        .with_field(field)),
         _ => {
             obj.insert(field.into(), Value::String(name.into()));
             Ok(())
@@ -126,39 +102,28 @@ async fn put_alarm(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let tenant = caller.tenant;
-    let v = match named_body(&body, "AlarmName", &name) {
-        Ok(v) => v,
-        Err(r) => return *r,
+) -> Answered {
+    let v = named_body(&body, "AlarmName", &name)?;
+    let def = AlarmDefinition::from_value(v).map_err(|e| definition_answer(&e))?;
+    let created = alarms.put_alarm(&caller.tenant, def).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    let def = match AlarmDefinition::from_value(v) {
-        Ok(d) => d,
-        Err(e) => return api_error(e.into()),
-    };
-    match alarms.put_alarm(&tenant, def).await {
-        Ok(created) => json_ok(
-            if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            json!({"AlarmName": name, "Created": created}),
-        ),
-        Err(e) => api_error(e),
-    }
+    Ok(json_ok(
+        status,
+        json!({"AlarmName": name, "Created": created}),
+    ))
 }
 
 async fn get_alarm(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
-) -> Response {
-    let tenant = caller.tenant;
-    match alarms.describe_alarm(&tenant, &name).await {
-        Ok(v) => json_ok(StatusCode::OK, v),
-        Err(e) => api_error(e),
-    }
+) -> Answered {
+    let v = alarms.describe_alarm(&caller.tenant, &name).await?;
+    Ok(json_ok(StatusCode::OK, v))
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,44 +133,40 @@ struct ListQuery {
     state_value: Option<String>,
 }
 
+fn state_of(field: &str, s: &str) -> Result<AlarmState, Answer> {
+    AlarmState::parse(s).ok_or_else(|| {
+        invalid(format!(
+            "{field}: `{s}` is not OK, ALARM or INSUFFICIENT_DATA"
+        ))
+        .with_field(field)
+    })
+}
+
 async fn list_alarms(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
     Query(q): Query<ListQuery>,
-) -> Response {
-    let tenant = caller.tenant;
+) -> Answered {
     let state = match q.state_value.as_deref() {
         None => None,
-        Some(s) => match AlarmState::parse(s) {
-            Some(s) => Some(s),
-            None => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidParameterValue",
-                    &format!("StateValue: `{s}` is not OK, ALARM or INSUFFICIENT_DATA"),
-                );
-            }
-        },
+        Some(s) => Some(state_of("StateValue", s)?),
     };
-    match alarms
-        .describe_alarms(&tenant, q.alarm_name_prefix.as_deref(), state)
-        .await
-    {
-        Ok(v) => json_ok(StatusCode::OK, json!({"MetricAlarms": v})),
-        Err(e) => api_error(e),
-    }
+    let v = alarms
+        .describe_alarms(&caller.tenant, q.alarm_name_prefix.as_deref(), state)
+        .await?;
+    Ok(json_ok(StatusCode::OK, json!({"MetricAlarms": v})))
 }
 
 async fn delete_alarm(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
-) -> Response {
-    let tenant = caller.tenant;
-    match alarms.delete_alarm(&tenant, &name).await {
-        Ok(()) => json_ok(StatusCode::OK, json!({"AlarmName": name, "Deleted": true})),
-        Err(e) => api_error(e),
-    }
+) -> Answered {
+    alarms.delete_alarm(&caller.tenant, &name).await?;
+    Ok(json_ok(
+        StatusCode::OK,
+        json!({"AlarmName": name, "Deleted": true}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,65 +183,33 @@ async fn set_state(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let tenant = caller.tenant;
-    let b: SetStateBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValue",
-                &e.to_string(),
-            );
-        }
-    };
-    let Some(state) = AlarmState::parse(&b.state_value) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValue",
-            &format!(
-                "StateValue: `{}` is not OK, ALARM or INSUFFICIENT_DATA",
-                b.state_value
-            ),
-        );
-    };
+) -> Answered {
+    let b: SetStateBody = serde_json::from_slice(&body).map_err(invalid)?;
+    let state = state_of("StateValue", &b.state_value)?;
     if b.state_reason.chars().count() > 1023 {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValue",
-            "StateReason: at most 1023 characters",
-        );
+        return Err(invalid("StateReason: at most 1023 characters").with_field("StateReason"));
     }
     let data = match b.state_reason_data.as_deref() {
         None => Value::Null,
         Some(s) if s.len() > 4000 => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
+            return Err(Answer::bad_request(
                 "InvalidFormat",
                 "StateReasonData: at most 4000 characters",
-            );
+            )
+            .with_field("StateReasonData"));
         }
-        Some(s) => match serde_json::from_str(s) {
-            Ok(v) => v,
-            Err(e) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidFormat",
-                    &format!("StateReasonData is not JSON: {e}"),
-                );
-            }
-        },
+        Some(s) => serde_json::from_str(s).map_err(|e| {
+            Answer::bad_request("InvalidFormat", format!("StateReasonData is not JSON: {e}"))
+                .with_field("StateReasonData")
+        })?,
     };
-    match alarms
-        .set_state(&tenant, &name, state, b.state_reason, data)
-        .await
-    {
-        Ok(()) => json_ok(
-            StatusCode::OK,
-            json!({"AlarmName": name, "StateValue": state}),
-        ),
-        Err(e) => api_error(e),
-    }
+    alarms
+        .set_state(&caller.tenant, &name, state, b.state_reason, data)
+        .await?;
+    Ok(json_ok(
+        StatusCode::OK,
+        json!({"AlarmName": name, "StateValue": state}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,18 +224,16 @@ async fn alarm_history(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     Query(q): Query<HistoryQuery>,
-) -> Response {
-    let tenant = caller.tenant;
-    history(&alarms, &tenant, Some(&name), q).await
+) -> Answered {
+    history(&alarms, &caller.tenant, Some(&name), q).await
 }
 
 async fn all_history(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
     Query(q): Query<HistoryQuery>,
-) -> Response {
-    let tenant = caller.tenant;
-    history(&alarms, &tenant, None, q).await
+) -> Answered {
+    history(&alarms, &caller.tenant, None, q).await
 }
 
 async fn history(
@@ -314,24 +241,20 @@ async fn history(
     tenant: &str,
     name: Option<&str>,
     q: HistoryQuery,
-) -> Response {
+) -> Answered {
     let max = q.max_records.unwrap_or(100).clamp(1, 1000);
     if let Some(t) = &q.history_item_type
         && !["StateUpdate", "ConfigurationUpdate", "Action"].contains(&t.as_str())
     {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValue",
-            &format!("HistoryItemType: `{t}` is not StateUpdate, ConfigurationUpdate or Action"),
-        );
+        return Err(invalid(format!(
+            "HistoryItemType: `{t}` is not StateUpdate, ConfigurationUpdate or Action"
+        ))
+        .with_field("HistoryItemType"));
     }
-    match alarms
+    let items = alarms
         .history(tenant, name, q.history_item_type.as_deref(), max)
-        .await
-    {
-        Ok(items) => json_ok(StatusCode::OK, json!({"AlarmHistoryItems": items})),
-        Err(e) => api_error(e),
-    }
+        .await?;
+    Ok(json_ok(StatusCode::OK, json!({"AlarmHistoryItems": items})))
 }
 
 async fn put_filter(
@@ -339,43 +262,31 @@ async fn put_filter(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let tenant = caller.tenant;
-    let v = match named_body(&body, "filterName", &name) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let f = match MetricFilter::from_value(v) {
-        Ok(f) => f,
-        Err(e) => return api_error(e.into()),
-    };
-    match alarms.put_filter(&tenant, &f).await {
-        Ok(()) => json_ok(StatusCode::OK, json!({"filterName": name})),
-        Err(e) => api_error(e),
-    }
+) -> Answered {
+    let v = named_body(&body, "filterName", &name)?;
+    let f = MetricFilter::from_value(v).map_err(|e| definition_answer(&e))?;
+    alarms.put_filter(&caller.tenant, &f).await?;
+    Ok(json_ok(StatusCode::OK, json!({"filterName": name})))
 }
 
 async fn list_filters(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
-) -> Response {
-    let tenant = caller.tenant;
-    match alarms.list_filters(&tenant).await {
-        Ok(v) => json_ok(StatusCode::OK, json!({"metricFilters": v})),
-        Err(e) => api_error(e),
-    }
+) -> Answered {
+    let v = alarms.list_filters(&caller.tenant).await?;
+    Ok(json_ok(StatusCode::OK, json!({"metricFilters": v})))
 }
 
 async fn delete_filter(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
-) -> Response {
-    let tenant = caller.tenant;
-    match alarms.delete_filter(&tenant, &name).await {
-        Ok(()) => json_ok(StatusCode::OK, json!({"filterName": name, "Deleted": true})),
-        Err(e) => api_error(e),
-    }
+) -> Answered {
+    alarms.delete_filter(&caller.tenant, &name).await?;
+    Ok(json_ok(
+        StatusCode::OK,
+        json!({"filterName": name, "Deleted": true}),
+    ))
 }
 
 async fn put_destination(
@@ -383,47 +294,30 @@ async fn put_destination(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let tenant = caller.tenant;
-    let v = match named_body(&body, "Name", &name) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let d: Destination = match serde_json::from_value(v) {
-        Ok(d) => d,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValue",
-                &e.to_string(),
-            );
-        }
-    };
-    match alarms.put_destination(&tenant, &d).await {
-        Ok(()) => json_ok(StatusCode::OK, json!({"Name": name})),
-        Err(e) => api_error(e),
-    }
+) -> Answered {
+    let v = named_body(&body, "Name", &name)?;
+    let d: Destination = serde_json::from_value(v).map_err(invalid)?;
+    alarms.put_destination(&caller.tenant, &d).await?;
+    Ok(json_ok(StatusCode::OK, json!({"Name": name})))
 }
 
 async fn list_destinations(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
-) -> Response {
+) -> Answered {
     let admin = caller.role.allows(Role::Admin);
-    match alarms.list_destinations(&caller.tenant, admin).await {
-        Ok(v) => json_ok(StatusCode::OK, json!({"Destinations": v})),
-        Err(e) => api_error(e),
-    }
+    let v = alarms.list_destinations(&caller.tenant, admin).await?;
+    Ok(json_ok(StatusCode::OK, json!({"Destinations": v})))
 }
 
 async fn delete_destination(
     State(alarms): State<Arc<AlarmService>>,
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
-) -> Response {
-    let tenant = caller.tenant;
-    match alarms.delete_destination(&tenant, &name).await {
-        Ok(()) => json_ok(StatusCode::OK, json!({"Name": name, "Deleted": true})),
-        Err(e) => api_error(e),
-    }
+) -> Answered {
+    alarms.delete_destination(&caller.tenant, &name).await?;
+    Ok(json_ok(
+        StatusCode::OK,
+        json!({"Name": name, "Deleted": true}),
+    ))
 }

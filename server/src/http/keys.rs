@@ -12,14 +12,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{delete, get};
 use serde_json::{Value, json};
-use watchtrail_query::keys::{MAX_DESCRIPTION, Role};
+use watchtrail_storage::keys::{MAX_DESCRIPTION, Role};
 
 use super::alarms::json_ok;
-use super::query::error_response;
 use crate::auth::{Auth, Principal};
+use crate::error::{Answer, error_response};
 
 /// The routes.
 pub fn router(auth: Auth) -> Router {
@@ -30,23 +30,13 @@ pub fn router(auth: Auth) -> Router {
 }
 
 fn invalid(field: &str, message: &str) -> Response {
-    json_ok(
-        StatusCode::BAD_REQUEST,
-        json!({"error": {
-            "code": "InvalidParameterValue",
-            "field": field,
-            "message": format!("{field}: {message}"),
-        }}),
-    )
+    Answer::bad_request("InvalidParameterValue", format!("{field}: {message}"))
+        .with_field(field)
+        .into_response()
 }
 
-fn unavailable(e: &watchtrail_query::Error) -> Response {
-    tracing::warn!(error = %e, "key API call failed");
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "StorageUnavailable",
-        &e.to_string(),
-    )
+fn unavailable(e: watchtrail_storage::Error) -> Response {
+    crate::error::storage_answer(e).into_response()
 }
 
 async fn create(
@@ -104,10 +94,10 @@ async fn create(
             auth.remember(record);
             json_ok(StatusCode::OK, body)
         }
-        Err(e) if e.class() == watchtrail_query::error::ErrorClass::BadRequest => {
+        Err(e) if e.class() == watchtrail_storage::ErrorClass::BadRequest => {
             invalid("description", &e.to_string())
         }
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -117,11 +107,11 @@ async fn list(State(auth): State<Auth>, Extension(caller): Extension<Principal>)
             let keys: Vec<Value> = keys
                 .iter()
                 .filter(|k| k.tenant == caller.tenant)
-                .map(watchtrail_query::keys::KeyRecord::public)
+                .map(watchtrail_storage::keys::KeyRecord::public)
                 .collect();
             json_ok(StatusCode::OK, json!({ "keys": keys }))
         }
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -143,7 +133,7 @@ async fn revoke(
     match auth.keys().get(&id).await {
         Ok(Some(k)) if k.tenant == caller.tenant => {}
         Ok(_) => return not_found(),
-        Err(e) => return unavailable(&e),
+        Err(e) => return unavailable(e),
     }
     match auth.keys().revoke(&id).await {
         Ok(true) => {
@@ -152,6 +142,6 @@ async fn revoke(
             json_ok(StatusCode::OK, json!({ "keyId": id, "revoked": true }))
         }
         Ok(false) => not_found(),
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(e),
     }
 }

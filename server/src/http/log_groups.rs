@@ -15,17 +15,18 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use watchtrail_query::engine::Engine;
-use watchtrail_query::lifecycle::RETENTION_DAYS;
+use watchtrail_storage::lifecycle::RETENTION_DAYS;
 
 use super::alarms::json_ok;
-use super::query::{error_response, query_error};
+use super::query::query_error;
 use crate::alarms::store::{ControlStore, Doc};
 use crate::auth::Principal;
+use crate::error::{Answer, error_response};
 use crate::lifecycle::RetentionPolicy;
 
 #[derive(Clone)]
@@ -46,21 +47,13 @@ pub fn router(control: ControlStore, engine: Engine) -> Router {
 }
 
 fn invalid(field: &str, message: &str) -> Response {
-    let body = json!({"error": {
-        "code": "InvalidParameterException",
-        "field": field,
-        "message": format!("{field}: {message}"),
-    }});
-    json_ok(StatusCode::BAD_REQUEST, body)
+    Answer::bad_request("InvalidParameterException", format!("{field}: {message}"))
+        .with_field(field)
+        .into_response()
 }
 
 fn storage_down(e: &crate::error::Error) -> Response {
-    tracing::warn!(error = %e, "log group API call failed");
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailable",
-        &e.to_string(),
-    )
+    e.answer().into_response()
 }
 
 fn check_name(name: &str) -> Result<(), Box<Response>> {

@@ -2,13 +2,13 @@
 //! by the `Accept` header. The query's statistics come in the `x-watchtrail-query-stats` header
 //! (and in the JSON body).
 
+use crate::error::{Answer, error_response};
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use watchtrail_query::engine::{Engine, QueryStats};
-use watchtrail_query::error::ErrorClass;
 use watchtrail_query::output::{self, Format};
 
 use crate::auth::Principal;
@@ -23,36 +23,9 @@ struct QueryBody {
     sql: String,
 }
 
-/// An error answer: `{"error": {"code": ..., "message": ...}}`.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    let mut r = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
-    r.extensions_mut()
-        .insert(super::ErrorCode(code.to_string()));
-    r
-}
-
-/// The HTTP status and error code of a query error.
+/// The HTTP answer of a storage or SQL error.
 pub(crate) fn query_error(e: &watchtrail_query::Error) -> Response {
-    let (status, code) = match e.class() {
-        ErrorClass::BadRequest => (StatusCode::BAD_REQUEST, "InvalidQuery"),
-        ErrorClass::Forbidden => (StatusCode::FORBIDDEN, "ReadOnly"),
-        ErrorClass::ResourceExhausted => {
-            (StatusCode::TOO_MANY_REQUESTS, "QueryMemoryLimitExceeded")
-        }
-        ErrorClass::Timeout => (StatusCode::GATEWAY_TIMEOUT, "QueryTimeout"),
-        ErrorClass::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable"),
-        ErrorClass::Internal => {
-            tracing::error!(error = %e, "query failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
-        }
-    };
-    error_response(status, code, &e.to_string())
+    crate::error::query_answer(e).into_response()
 }
 
 /// Holds one of the caller's tenant's query slots while the request runs (for routes that
@@ -65,7 +38,7 @@ pub(crate) async fn gated(
 ) -> Response {
     let _slot = match gate.enter(&caller.tenant).await {
         Ok(p) => p,
-        Err(why) => return error_response(StatusCode::TOO_MANY_REQUESTS, "TooManyQueries", &why),
+        Err(why) => return Answer::too_many_queries(why).into_response(),
     };
     next.run(req).await
 }
@@ -107,7 +80,7 @@ pub(crate) async fn query(
     // gives up on it).
     let slot = match gate.enter(&tenant).await {
         Ok(p) => p,
-        Err(why) => return error_response(StatusCode::TOO_MANY_REQUESTS, "TooManyQueries", &why),
+        Err(why) => return Answer::too_many_queries(why).into_response(),
     };
     // The start is in the WAL before the query runs; the middleware records the outcome.
     let start = Call {
@@ -115,11 +88,7 @@ pub(crate) async fn query(
         ..call
     };
     if let Err(why) = trail.record_now(&start).await {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "AuditTrailUnavailable",
-            &format!("the query was not run because its start could not be recorded: {why}"),
-        );
+        return Answer::start_not_recorded(why).into_response();
     }
     let mut stream = match engine
         .query_holding(&tenant, &body.sql, Some(Box::new(slot)))

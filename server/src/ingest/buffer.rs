@@ -22,10 +22,10 @@ use watchtrail_proto::v1::{MetricSeries, PutLogEventsRequest};
 use watchtrail_query::engine::{
     BufferedBatches, BufferedRows, TableFiles, TableSnapshot, TimeRange,
 };
-use watchtrail_query::files::{ParquetEncoder, ROW_GROUP_ROWS};
-use watchtrail_query::metrics_file::{MetricsFileWriter, PointColumns, SeriesKey};
-use watchtrail_query::store::FileStats;
 use watchtrail_query::tables::{TableKind, UTC};
+use watchtrail_storage::files::{ParquetEncoder, ROW_GROUP_ROWS};
+use watchtrail_storage::metrics_file::{MetricsFileWriter, PointColumns, SeriesKey};
+use watchtrail_storage::store::FileStats;
 
 use super::Prepared;
 use super::audit_json::{self, AuditEvent};
@@ -279,23 +279,24 @@ impl MetricsChunk {
         &self,
         parts: usize,
         min_rows: usize,
-    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_query::Error> {
+    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_storage::Error> {
         let order = self.storage_order();
-        let encode = |slice: &[u32]| -> Result<(bytes::Bytes, FileStats), watchtrail_query::Error> {
-            let mut file = MetricsFileWriter::new()?;
-            let mut rows = Vec::with_capacity(METRICS_BATCH_ROWS.min(slice.len()));
-            for group in slice.chunks(ROW_GROUP_ROWS) {
-                let runs = series_runs(group.iter().map(|&i| self.rows.get(i).series));
-                let mut row_group = file.row_group(&self.series, &runs)?;
-                for part in group.chunks(METRICS_BATCH_ROWS) {
-                    rows.clear();
-                    rows.extend(part.iter().map(|&i| self.rows.get(i)));
-                    row_group.write_points(&self.point_columns(&rows))?;
+        let encode =
+            |slice: &[u32]| -> Result<(bytes::Bytes, FileStats), watchtrail_storage::Error> {
+                let mut file = MetricsFileWriter::new()?;
+                let mut rows = Vec::with_capacity(METRICS_BATCH_ROWS.min(slice.len()));
+                for group in slice.chunks(ROW_GROUP_ROWS) {
+                    let runs = series_runs(group.iter().map(|&i| self.rows.get(i).series));
+                    let mut row_group = file.row_group(&self.series, &runs)?;
+                    for part in group.chunks(METRICS_BATCH_ROWS) {
+                        rows.clear();
+                        rows.extend(part.iter().map(|&i| self.rows.get(i)));
+                        row_group.write_points(&self.point_columns(&rows))?;
+                    }
+                    file.write_row_group(row_group)?;
                 }
-                file.write_row_group(row_group)?;
-            }
-            file.finish()
-        };
+                file.finish()
+            };
         let bounds = self.part_bounds(&order, parts, min_rows);
         if bounds.len() <= 2 {
             return Ok(vec![encode(&order)?]);
@@ -312,7 +313,7 @@ impl MetricsChunk {
                 .into_iter()
                 .map(|h| {
                     h.join().map_err(|_| {
-                        watchtrail_query::Error::Internal(
+                        watchtrail_storage::Error::Internal(
                             "a Parquet encoder thread panicked".into(),
                         )
                     })?
@@ -654,7 +655,7 @@ impl Chunk {
 
     /// Encodes the chunk as Parquet files in storage order: for logs and audit one per hour
     /// window its rows fall in (nearly always one; see
-    /// [`watchtrail_query::files::split_by_window`]), for a large metrics chunk one per core
+    /// [`watchtrail_storage::files::split_by_window`]), for a large metrics chunk one per core
     /// (see [`MetricsChunk::encode_files`]).
     ///
     /// # Errors
@@ -662,7 +663,7 @@ impl Chunk {
     pub fn encode(
         &self,
         kind: TableKind,
-    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_query::Error> {
+    ) -> Result<Vec<(bytes::Bytes, FileStats)>, watchtrail_storage::Error> {
         match &self.data {
             ChunkData::Metrics(m) => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -670,9 +671,9 @@ impl Chunk {
             }
             ChunkData::Batches(b) => {
                 let mut files = Vec::new();
-                for group in watchtrail_query::files::split_by_window(kind, b)? {
+                for group in watchtrail_storage::files::split_by_window(kind, b)? {
                     let mut enc = ParquetEncoder::new(kind)?;
-                    for batch in watchtrail_query::files::in_storage_order(kind, &group)? {
+                    for batch in watchtrail_storage::files::in_storage_order(kind, &group)? {
                         enc.write(&batch)?;
                     }
                     files.push(enc.finish()?);
@@ -1044,9 +1045,9 @@ impl BufferHandle {
     /// Storage errors reading the table.
     pub async fn ensure_audit_ids(
         &self,
-        storage: &watchtrail_query::store::Storage,
+        storage: &watchtrail_storage::store::Storage,
         tenant: &str,
-    ) -> Result<(), watchtrail_query::Error> {
+    ) -> Result<(), watchtrail_storage::Error> {
         if lock(&self.inner).audit_ids_loaded(tenant) {
             return Ok(());
         }

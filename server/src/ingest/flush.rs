@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use object_store::{ObjectStoreExt as _, PutPayload};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use watchtrail_query::deltalake::DeltaTable;
-use watchtrail_query::engine::TableFiles;
-use watchtrail_query::store::{self, Storage};
+use watchtrail_storage::deltalake::DeltaTable;
+use watchtrail_storage::store::{self, Storage};
+use watchtrail_storage::table_files::TableFiles;
 
 use super::buffer::{BufferHandle, Chunk, TableKey};
 use crate::error::Result;
@@ -222,7 +222,7 @@ impl Flusher {
         table
             .update_incremental(None)
             .await
-            .map_err(watchtrail_query::Error::from)?;
+            .map_err(watchtrail_storage::Error::from)?;
         if let Some(v) = store::transaction_version(table, &app_id)
             .await?
             .filter(|v| *v >= last_seq)
@@ -254,7 +254,7 @@ impl Flusher {
                 .object_store()
                 .put(&path, PutPayload::from_bytes(bytes))
                 .await
-                .map_err(watchtrail_query::Error::from)?;
+                .map_err(watchtrail_storage::Error::from)?;
             adds.push(store::add_action(
                 kind,
                 name,

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use watchtrail_query::deltalake::arrow;
-use watchtrail_query::deltalake::arrow::array::{
+use watchtrail_query::tables::TableKind;
+use watchtrail_storage::deltalake::arrow;
+use watchtrail_storage::deltalake::arrow::array::{
     ArrayRef, Float64Array, Int32Array, MapBuilder, MapFieldNames, RecordBatch, StringArray,
     StringBuilder, TimestampMicrosecondArray,
 };
-use watchtrail_query::engine::TableFiles;
-use watchtrail_query::lifecycle::{self, Policy, Tier};
-use watchtrail_query::store::Storage;
-use watchtrail_query::tables::TableKind;
+use watchtrail_storage::lifecycle::{self, Policy, Tier};
+use watchtrail_storage::store::Storage;
+use watchtrail_storage::table_files::TableFiles;
 
 use super::query::{median, time_watchtrail, tsbs_cases};
 use super::{client, cpu_seconds, start_server, stop_server};
@@ -96,7 +96,7 @@ struct Day {
     storage: Storage,
     rng: super::Rng,
     hosts: Vec<super::Host>,
-    table: watchtrail_query::deltalake::DeltaTable,
+    table: watchtrail_storage::deltalake::DeltaTable,
 }
 
 impl Day {
@@ -305,7 +305,7 @@ async fn time_statistics(
     cases: &[(&'static str, String)],
     runs: usize,
 ) -> anyhow::Result<Vec<(f64, Vec<String>)>> {
-    use watchtrail_query::deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
+    use watchtrail_storage::deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
     let mut out = Vec::new();
     for (_, sql) in cases {
         let mut ms = Vec::new();

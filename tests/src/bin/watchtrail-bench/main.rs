@@ -368,7 +368,7 @@ fn stop_server(mut s: Server) -> anyhow::Result<f64> {
 /// Compressed bytes per column path over every Parquet file under `dir`, largest first, with
 /// the total row count.
 fn column_sizes(dir: &Path) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
-    use watchtrail_query::deltalake::parquet::file::reader::{
+    use watchtrail_storage::deltalake::parquet::file::reader::{
         FileReader as _, SerializedFileReader,
     };
     let files = files_under(dir, ".parquet");

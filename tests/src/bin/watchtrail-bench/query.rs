@@ -19,7 +19,7 @@ use watchtrail_proto::tonic::transport::Channel;
 use watchtrail_proto::v1::query_response::Payload;
 use watchtrail_proto::v1::query_service_client::QueryServiceClient;
 use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest, QueryRequest, QueryStats};
-use watchtrail_query::deltalake::arrow;
+use watchtrail_storage::deltalake::arrow;
 
 use super::{
     FIELDS, HOSTS_PER_REQUEST, Rng, TICK_MS, TICKS_PER_REQUEST, client, now_ms, start_server,
@@ -52,7 +52,7 @@ pub(crate) struct Case {
 
 /// RFC 3339 UTC, to the second: a literal both DataFusion and DuckDB compare with timestamps.
 fn ts(ms: i64) -> String {
-    let full = watchtrail_query::store::format_micros(ms * 1000);
+    let full = watchtrail_storage::store::format_micros(ms * 1000);
     format!("{}Z", &full[..19])
 }
 

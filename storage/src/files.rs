@@ -11,7 +11,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::Result;
 use crate::store::FileStats;
-use crate::tables::TableKind;
+use watchtrail_model::tables::TableKind;
 
 /// Rows per Parquet row group: large enough for good compression, small enough to prune.
 pub const ROW_GROUP_ROWS: usize = 1 << 20;

@@ -36,7 +36,7 @@ use parquet::schema::types::ColumnDescPtr;
 use crate::error::{Error, Result};
 use crate::files::writer_properties;
 use crate::store::FileStats;
-use crate::tables::TableKind;
+use watchtrail_model::tables::TableKind;
 
 /// The ZSTD level of every page (the same as [`writer_properties`]).
 const ZSTD_LEVEL: i32 = 3;
@@ -690,7 +690,7 @@ mod tests {
 
     use super::*;
     use crate::files::ParquetEncoder;
-    use crate::tables::UTC;
+    use watchtrail_model::tables::UTC;
 
     fn hybrid(values: &[u32], width: u8) -> Vec<u8> {
         let mut out = Vec::new();

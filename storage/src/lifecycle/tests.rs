@@ -509,10 +509,32 @@ fn varied_metrics(times: &[i64]) -> RecordBatch {
 /// GetMetricStatistics' five statistics per series and hour, as rows of numbers.
 async fn hourly_statistics(storage: &Storage) -> Vec<(String, i64, [f64; 5])> {
     use arrow::array::{Array as _, AsArray as _};
-    let engine = crate::engine::Engine::for_store(storage, crate::engine::EngineConfig::default());
-    let r = engine
-        .collect(
-            "t",
+    // Plain DataFusion over the table's active files (the SQL engine is a crate above this one).
+    let ctx = SessionContext::new();
+    let url = url::Url::parse("watchtrail-test://store").expect("url");
+    ctx.register_object_store(&url, storage.object_store());
+    let table = storage
+        .open_table("t", TableKind::Metrics)
+        .await
+        .expect("open")
+        .expect("table");
+    let files = TableFiles::from_table(storage, "t", TableKind::Metrics, &table, None)
+        .await
+        .expect("files");
+    let paths: Vec<String> = files
+        .files
+        .iter()
+        .map(|f| format!("watchtrail-test://store/{}", f.path))
+        .collect();
+    let schema = TableKind::Metrics.schema();
+    let df = ctx
+        .read_parquet(paths, ParquetReadOptions::default().schema(&schema))
+        .await
+        .expect("read");
+    ctx.register_table("metrics", df.into_view())
+        .expect("register");
+    let r = ctx
+        .sql(
             "SELECT dimensions['host'] AS host, \
                CAST(date_bin(interval '1 hour', time, timestamp '1970-01-01T00:00:00Z') AS BIGINT) AS hour, \
                sum(coalesce(sample_count, 1)) AS samplecount, sum(coalesce(sum, value)) AS sum, \
@@ -521,9 +543,12 @@ async fn hourly_statistics(storage: &Storage) -> Vec<(String, i64, [f64; 5])> {
              FROM metrics GROUP BY 1, 2 ORDER BY 1, 2",
         )
         .await
-        .expect("statistics");
+        .expect("statistics")
+        .collect()
+        .await
+        .expect("rows");
     let mut out = Vec::new();
-    for b in &r.batches {
+    for b in &r {
         let host = b.column(0).as_string::<i32>();
         let hour = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
         let f = |c: usize, i: usize| {

@@ -28,7 +28,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt as _, RetryConfig}
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::tables::TableKind;
+use watchtrail_model::tables::TableKind;
 
 /// Command-line flags that select the object store; shared by the server and the CLI.
 #[derive(Debug, Clone, clap::Args)]
@@ -174,7 +174,7 @@ impl Storage {
     /// # Errors
     /// Never for validated tenant names; an error guards against path tricks.
     pub fn table_url(&self, tenant: &str, kind: TableKind) -> Result<Url> {
-        crate::tables::validate_tenant(tenant).map_err(Error::InvalidTenant)?;
+        watchtrail_model::tables::validate_tenant(tenant).map_err(Error::InvalidTenant)?;
         self.base_url
             .join(&format!("{tenant}/{}/", kind.name()))
             .map_err(|e| Error::InvalidStore {
@@ -669,7 +669,7 @@ mod tests {
             .expect("kernel schema");
         let older: Vec<StructField> = current
             .fields()
-            .filter(|f| f.name() != crate::tables::SERVER_EVENT_COLUMN)
+            .filter(|f| f.name() != watchtrail_model::tables::SERVER_EVENT_COLUMN)
             .cloned()
             .collect();
         deltalake::operations::create::CreateBuilder::new()
@@ -683,7 +683,11 @@ mod tests {
             .await
             .expect("opened");
         let schema = table.snapshot().expect("snapshot").schema();
-        assert!(schema.field(crate::tables::SERVER_EVENT_COLUMN).is_some());
+        assert!(
+            schema
+                .field(watchtrail_model::tables::SERVER_EVENT_COLUMN)
+                .is_some()
+        );
         // Opening again changes nothing.
         let version = table.version();
         let again = storage

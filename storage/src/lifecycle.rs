@@ -52,10 +52,10 @@ use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use tracing::{debug, info, warn};
 
-use crate::engine::{DataFile, TableFiles};
 use crate::error::{Error, Result};
 use crate::store::{FileStats, LOG_GROUP, Storage, add_action};
-use crate::tables::TableKind;
+use crate::table_files::{DataFile, TableFiles};
+use watchtrail_model::tables::TableKind;
 
 /// How tables are kept.
 #[derive(Debug, Clone)]
@@ -207,7 +207,7 @@ impl GroupDrop {
         let before = |t: i64| {
             col("time").lt(lit(ScalarValue::TimestampMicrosecond(
                 Some(t),
-                Some(crate::tables::UTC.into()),
+                Some(watchtrail_model::tables::UTC.into()),
             )))
         };
         let mut e = lit(false);
@@ -512,7 +512,7 @@ fn rollup_frame(df: DataFrame, period: Duration) -> Result<DataFrame> {
     ));
     let origin = lit(ScalarValue::TimestampMicrosecond(
         Some(0),
-        Some(crate::tables::UTC.into()),
+        Some(watchtrail_model::tables::UTC.into()),
     ));
     let df = df
         .aggregate(
@@ -524,7 +524,7 @@ fn rollup_frame(df: DataFrame, period: Duration) -> Result<DataFrame> {
                 // date_bin answers in nanoseconds; the table keeps microseconds.
                 datafusion::prelude::cast(
                     date_bin(stride, col("time"), origin),
-                    crate::tables::timestamp_type(),
+                    watchtrail_model::tables::timestamp_type(),
                 )
                 .alias("time"),
             ],

@@ -20,7 +20,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tables::validate_tenant;
+use watchtrail_model::tables::validate_tenant;
 
 /// The prefix every token starts with, so that secret scanners can find leaked ones.
 pub const TOKEN_PREFIX: &str = "wt_";
