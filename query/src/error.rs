@@ -33,6 +33,9 @@ pub enum Error {
     /// SQL that does not parse or plan, or fails on the data (the caller's mistake).
     #[error("{0}")]
     Sql(String),
+    /// Storage that cannot do what Watchtrail needs of it (named in the message).
+    #[error("{0}")]
+    Unavailable(String),
     /// A request field that is not allowed (named in the message).
     #[error("{0}")]
     Invalid(String),
@@ -63,7 +66,9 @@ impl Error {
             Error::ReadOnly(_) => ErrorClass::Forbidden,
             Error::MemoryLimit(_) => ErrorClass::ResourceExhausted,
             Error::Timeout(_) => ErrorClass::Timeout,
-            Error::ObjectStore(_) | Error::Delta(_) => ErrorClass::Unavailable,
+            Error::ObjectStore(_) | Error::Delta(_) | Error::Unavailable(_) => {
+                ErrorClass::Unavailable
+            }
             Error::DataFusion(e) => classify_datafusion(e),
             Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => ErrorClass::Internal,
         }
@@ -91,6 +96,7 @@ impl From<watchtrail_storage::Error> for Error {
             S::Parquet(e) => Error::Parquet(e),
             S::DataFusion(e) => Error::DataFusion(e),
             S::Invalid(m) => Error::Invalid(m),
+            S::Unavailable(m) => Error::Unavailable(m),
             S::Internal(m) => Error::Internal(m),
         }
     }

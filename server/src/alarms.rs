@@ -32,7 +32,6 @@ pub mod evaluate;
 mod evaluator;
 pub mod history;
 mod outbox;
-pub mod store;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,9 +51,9 @@ use watchtrail_query::tables::TableKind;
 use watchtrail_storage::store::Storage;
 
 use self::history::{DeliveryRow, HistoryRow};
-use self::store::{ControlStore, Doc, DocCache, Lease};
 use self::webhook::{Attempt, Destination, OutboxEntry, Transition};
 use crate::error::{Error, Result};
+use watchtrail_storage::control::{ControlStore, Doc, DocCache, Lease};
 
 /// Evaluation boundaries are this far apart.
 const STEP_MS: i64 = 10_000;

@@ -16,8 +16,8 @@ use watchtrail_storage::store::Storage;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alarms::store::{ControlStore, Doc, Lease};
 use crate::metrics::Metrics;
+use watchtrail_storage::control::{ControlStore, Doc, Lease};
 
 /// What the lifecycle task does, and how often.
 #[derive(Debug, Clone)]

@@ -29,6 +29,9 @@ pub enum Error {
     /// An error from DataFusion (the lifecycle sorts and rolls up with it).
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Storage that cannot do what Watchtrail needs of it (named in the message).
+    #[error("{0}")]
+    Unavailable(String),
     /// A request field that is not allowed (named in the message).
     #[error("{0}")]
     Invalid(String),
@@ -61,7 +64,9 @@ impl Error {
             Error::Invalid(_) | Error::InvalidTenant(_) | Error::InvalidStore { .. } => {
                 ErrorClass::BadRequest
             }
-            Error::ObjectStore(_) | Error::Delta(_) => ErrorClass::Unavailable,
+            Error::ObjectStore(_) | Error::Delta(_) | Error::Unavailable(_) => {
+                ErrorClass::Unavailable
+            }
             Error::DataFusion(e) => classify_datafusion(e),
             Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => ErrorClass::Internal,
         }

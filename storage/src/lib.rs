@@ -9,8 +9,10 @@
 //!   (flush, compaction, rollups and tools all use it).
 //! - [`files`]: Parquet writer settings, storage order and windows, and the general encoder.
 //! - [`metrics_file`]: the `metrics` table's series-aware encoder; its hand-written dictionary
-//!   pages are in [`metrics_file::dict_pages`].
+//!   pages are in a file of their own, `metrics_file/dict_pages.rs`.
 //! - [`table_files`]: a table version's committed files with their recorded statistics.
+//! - [`control`]: control documents (alarms, filters, destinations, outbox, log-group
+//!   retention) and leases under `_control/`.
 //! - [`keys`]: API keys (tenant, role, salted hash) under `_control/keys/`.
 //! - [`lifecycle`]: compaction, resolution tiers (rollups), retention and vacuum.
 //! - [`error`]: the crate's error type and the [`ErrorClass`] every door maps errors by.
@@ -26,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod control;
 pub mod error;
 pub mod files;
 pub mod keys;

@@ -6,19 +6,17 @@
 //! (`PutMode::Create` on `_delta_log/<version>.json`), so several writers never overwrite each
 //! other's commits.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, StructField, StructType, Transaction};
+use deltalake::kernel::{StructField, StructType};
 use deltalake::logstore::{
     LogStore, LogStoreFactory, LogStoreRef, StorageConfig, default_logstore, logstore_factories,
     logstore_with,
 };
-use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
@@ -348,43 +346,6 @@ impl Storage {
     }
 }
 
-/// Commits data files already written under the table's directory, recording `txn` as the
-/// application transaction `(app_id, version)` in the same atomic commit.
-///
-/// # Errors
-/// Storage errors, or a conflict that persisted through the retries.
-pub async fn commit_files(
-    table: &mut DeltaTable,
-    adds: Vec<Add>,
-    txn: Option<(String, i64)>,
-) -> Result<i64> {
-    let actions = adds.into_iter().map(Action::Add).collect();
-    let mut props = CommitProperties::default();
-    if let Some((app_id, version)) = txn {
-        props = props.with_application_transaction(Transaction::new(app_id, version));
-    }
-    let snapshot = table.snapshot()?.clone();
-    let finalized = CommitBuilder::from(props)
-        .with_actions(actions)
-        .build(
-            Some(&snapshot),
-            table.log_store(),
-            DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: None,
-                // An append reads nothing. Without a read predicate Delta's conflict checker
-                // takes it to have read every file, and fails it whenever a concurrent
-                // rollup or retention commit removes one (`ConcurrentDeleteRead`); `false`
-                // says "no file", which is the truth.
-                predicate: Some("false".into()),
-            },
-        )
-        .await?;
-    let version = finalized.version() as i64;
-    table.update_incremental(None).await?;
-    Ok(version)
-}
-
 /// The application-transaction version recorded for `app_id` in the table, if any.
 ///
 /// # Errors
@@ -482,36 +443,6 @@ impl FileStats {
 /// The log group column of `logs`.
 pub const LOG_GROUP: &str = "log_group";
 
-/// Builds the `add` action for a file written at `relative_path` inside the table.
-pub fn add_action(
-    kind: TableKind,
-    relative_path: String,
-    size: i64,
-    modification_time_ms: i64,
-    stats: &FileStats,
-) -> Add {
-    let mut json = serde_json::json!({ "numRecords": stats.num_records });
-    if let Some((min, max)) = stats.time_range {
-        let col = kind.time_column();
-        json["minValues"] = serde_json::json!({ col: format_micros(min) });
-        json["maxValues"] = serde_json::json!({ col: format_micros(max) });
-        json["nullCount"] = serde_json::json!({ col: 0 });
-    }
-    if let Some((lo, hi)) = &stats.group_range {
-        json["minValues"][LOG_GROUP] = serde_json::json!(lo);
-        json["maxValues"][LOG_GROUP] = serde_json::json!(hi);
-    }
-    Add {
-        path: relative_path,
-        partition_values: HashMap::new(),
-        size,
-        modification_time: modification_time_ms,
-        data_change: true,
-        stats: Some(json.to_string()),
-        ..Default::default()
-    }
-}
-
 /// Formats microseconds since the epoch as an RFC 3339 UTC timestamp with microseconds.
 pub fn format_micros(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
@@ -574,8 +505,8 @@ impl Storage {
         batch: &arrow::array::RecordBatch,
         txn: Option<(String, i64)>,
     ) -> Result<i64> {
-        let add = self.write_file(tenant, kind, batch).await?;
-        commit_files(table, vec![add], txn).await
+        let file = self.write_file(tenant, kind, batch).await?;
+        crate::write::commit_append(table, kind, &[file], txn).await
     }
 
     /// Writes each batch as a file of its own and commits them all at once: the files a
@@ -590,38 +521,25 @@ impl Storage {
         kind: TableKind,
         batches: &[arrow::array::RecordBatch],
     ) -> Result<i64> {
-        let mut adds = Vec::with_capacity(batches.len());
+        let mut files = Vec::with_capacity(batches.len());
         for b in batches {
-            adds.push(self.write_file(tenant, kind, b).await?);
+            files.push(self.write_file(tenant, kind, b).await?);
         }
-        commit_files(table, adds, None).await
+        crate::write::commit_append(table, kind, &files, None).await
     }
 
-    /// Writes one sorted Parquet file of `batch` into the table's directory; its `add` action.
+    /// Writes one sorted Parquet file of `batch` into the table's directory.
     async fn write_file(
         &self,
         tenant: &str,
         kind: TableKind,
         batch: &arrow::array::RecordBatch,
-    ) -> Result<Add> {
+    ) -> Result<crate::write::NewFile> {
         let mut enc = crate::files::ParquetEncoder::new(kind)?;
         enc.write(&crate::files::sort_batch(kind, batch)?)?;
         let (bytes, stats) = enc.finish()?;
-        let name = format!("part-tool-{}.zstd.parquet", uuid::Uuid::new_v4().simple());
-        let size = bytes.len() as i64;
-        self.root
-            .put(
-                &self.table_path(tenant, kind).join(name.as_str()),
-                object_store::PutPayload::from_bytes(bytes),
-            )
-            .await?;
-        Ok(add_action(
-            kind,
-            name,
-            size,
-            chrono::Utc::now().timestamp_millis(),
-            &stats,
-        ))
+        let name = crate::write::file_name("tool");
+        crate::write::put(self, tenant, kind, name, bytes, stats).await
     }
 
     async fn append_to(

@@ -24,10 +24,10 @@ use watchtrail_storage::lifecycle::RETENTION_DAYS;
 
 use super::alarms::json_ok;
 use super::query::query_error;
-use crate::alarms::store::{ControlStore, Doc};
 use crate::auth::Principal;
 use crate::error::{Answer, error_response};
 use crate::lifecycle::RetentionPolicy;
+use watchtrail_storage::control::{ControlStore, Doc};
 
 #[derive(Clone)]
 struct LogGroupsState {
@@ -52,8 +52,8 @@ fn invalid(field: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn storage_down(e: &crate::error::Error) -> Response {
-    e.answer().into_response()
+fn storage_down(e: watchtrail_storage::Error) -> Response {
+    crate::error::storage_answer(e).into_response()
 }
 
 fn check_name(name: &str) -> Result<(), Box<Response>> {
@@ -110,7 +110,7 @@ async fn put_policy(
         .await
     {
         Ok(()) => json_ok(StatusCode::OK, json!(policy)),
-        Err(e) => storage_down(&e),
+        Err(e) => storage_down(e),
     }
 }
 
@@ -130,7 +130,7 @@ async fn delete_policy(
             "ResourceNotFoundException",
             &format!("log group `{name}` has no retention policy"),
         ),
-        Err(e) => storage_down(&e),
+        Err(e) => storage_down(e),
     }
 }
 
@@ -182,7 +182,7 @@ async fn describe(
     }
     let policies: Vec<RetentionPolicy> = match s.control.list(&tenant, Doc::LogRetention).await {
         Ok(p) => p,
-        Err(e) => return storage_down(&e),
+        Err(e) => return storage_down(e),
     };
     for p in policies {
         if p.log_group_name.starts_with(&prefix) {

@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::{ObjectStoreExt as _, PutPayload};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use watchtrail_storage::deltalake::DeltaTable;
 use watchtrail_storage::store::{self, Storage};
 use watchtrail_storage::table_files::TableFiles;
+use watchtrail_storage::write;
 
 use super::buffer::{BufferHandle, Chunk, TableKey};
 use crate::error::Result;
@@ -238,41 +238,28 @@ impl Flusher {
             .await
             .map_err(|e| crate::error::Error::Internal(format!("encoder task failed: {e}")))??;
         let first = chunk.first_seq.unwrap_or_default();
-        let mut adds = Vec::with_capacity(encoded.len());
-        let (mut size, mut rows) = (0i64, 0u64);
+        let mut written = Vec::with_capacity(encoded.len());
         for (bytes, stats) in encoded {
-            let name = format!(
-                "part-{first:020}-{}.zstd.parquet",
-                uuid::Uuid::new_v4().simple()
-            );
-            let path = self
-                .storage
-                .table_path(&key.tenant, kind)
-                .join(name.as_str());
-            let file_size = bytes.len() as i64;
-            self.storage
-                .object_store()
-                .put(&path, PutPayload::from_bytes(bytes))
-                .await
-                .map_err(watchtrail_storage::Error::from)?;
-            adds.push(store::add_action(
-                kind,
-                name,
-                file_size,
-                chrono::Utc::now().timestamp_millis(),
-                &stats,
-            ));
-            size += file_size;
-            rows += stats.num_records as u64;
+            let name = write::file_name(&format!("{first:020}"));
+            let file = write::put(&self.storage, &key.tenant, kind, name, bytes, stats).await;
+            match file {
+                Ok(f) => written.push(f),
+                Err(e) => {
+                    write::discard(&self.storage, &key.tenant, kind, &written).await;
+                    return Err(e.into());
+                }
+            }
         }
+        let size: u64 = written.iter().map(|f| f.size).sum();
+        let rows: u64 = written.iter().map(|f| f.stats.num_records as u64).sum();
         // Every file of the chunk lands in one commit, with the WAL position it covers.
-        let n_files = adds.len() as u64;
+        let n_files = written.len() as u64;
         let table = self.table(key).await?;
-        let version = store::commit_files(table, adds, Some((app_id, last_seq))).await?;
+        let version = write::commit_append(table, kind, &written, Some((app_id, last_seq))).await?;
         let files = self.committed_files(key, last_seq).await?;
         lock(&self.buffers.inner).committed(key, Some(files));
         self.metrics.files_committed.add(n_files);
-        self.metrics.bytes_committed.add(size as u64);
+        self.metrics.bytes_committed.add(size);
         self.metrics.rows_committed.add(rows);
         self.metrics
             .flush_seconds

@@ -5,6 +5,8 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 
+use object_store::ObjectStoreExt as _;
+
 use super::*;
 
 const HOUR_US: i64 = 3_600_000_000;

@@ -1,6 +1,7 @@
-//! The alarm control plane on object storage: one JSON document per alarm, alarm state, metric
-//! filter, destination and pending notification, under `<root>/<tenant>/_control/`, and the
-//! evaluator's lease under `<root>/_control/`.
+//! Control documents on object storage: one JSON document per alarm, alarm state, metric
+//! filter, destination, pending notification and log-group retention policy, under
+//! `<root>/<tenant>/_control/<kind>/`, and leases (the alarm evaluator's, each table's
+//! compactor's) under `<root>/_control/`.
 //!
 //! Nothing lives only in a server's memory: any server answers the API from these documents,
 //! and the one holding the lease evaluates.
@@ -18,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::{debug, warn};
-use watchtrail_query::tables::validate_tenant;
+use watchtrail_model::tables::validate_tenant;
 
 use crate::error::{Error, Result};
 
@@ -68,7 +69,7 @@ impl Doc {
 const CONTROL: &str = "_control";
 
 fn storage_error(e: object_store::Error) -> Error {
-    Error::Unavailable(format!("object storage: {e}"))
+    Error::ObjectStore(e)
 }
 
 /// Reads and writes control documents.
