@@ -13,22 +13,32 @@ use watchtrail_query::fuzz::run;
 
 use super::{audit_json, validate};
 
+/// The crate's directory, read at run time: a test binary built in another checkout is reused
+/// from a shared target directory, and its compile-time path may no longer exist.
+fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+}
+
 fn cloudtrail_seeds() -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cloudtrail");
+    let dir = manifest_dir().join("../tests/fixtures/cloudtrail");
     let mut seeds = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().is_some_and(|x| x == "json")
-                && let Ok(text) = std::fs::read_to_string(&path)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                for r in v["Records"].as_array().into_iter().flatten().take(20) {
-                    seeds.push(r.to_string().into_bytes());
-                }
+    let entries = std::fs::read_dir(&dir).expect("the CloudTrail fixtures");
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "json")
+            && let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            for r in v["Records"].as_array().into_iter().flatten().take(20) {
+                seeds.push(r.to_string().into_bytes());
             }
         }
     }
+    assert!(
+        seeds.len() > 1,
+        "no CloudTrail fixtures in {}",
+        dir.display()
+    );
     seeds.push(
         br#"{"eventVersion":"1.08","eventTime":"2023-07-10T11:45:00Z","eventID":"x","eventSource":"s3.amazonaws.com","eventName":"DeleteBucketPolicy","userIdentity":{"type":"IAMUser","sessionContext":{"sessionIssuer":{"userName":"a"}}},"resources":[{"ARN":"arn:aws:s3:::b"}],"requestParameters":{"bucketName":"b"}}"#
             .to_vec(),
@@ -152,8 +162,7 @@ const FUZZ_NOW_MS: i64 = 1_800_000_000_000;
 /// `WATCHTRAIL_WRITE_FUZZ_SEEDS=1` writes the seeds anew first.
 #[test]
 fn the_cargo_fuzz_seeds_are_valid_requests() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/ingest_protobuf");
+    let dir = manifest_dir().join("../fuzz/seeds/ingest_protobuf");
     if std::env::var_os("WATCHTRAIL_WRITE_FUZZ_SEEDS").is_some() {
         std::fs::create_dir_all(&dir).expect("seed dir");
         for (i, seed) in request_seeds(FUZZ_NOW_MS).iter().enumerate() {

@@ -401,18 +401,18 @@ fn time_duckdb(
     cases: &[Case],
     runs: usize,
 ) -> anyhow::Result<Vec<Timing>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/duckdb_bench.py");
+    let script = watchtrail_e2e::manifest_dir().join("python/duckdb_bench.py");
     let spec = serde_json::json!({
         "tables": tables,
         "queries": cases.iter().map(|c| c.sql.as_str()).collect::<Vec<_>>(),
         "runs": runs,
     });
     let mut child = Command::new(python)
-        .arg(script)
+        .arg(&script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("start {python} {script}"))?;
+        .with_context(|| format!("start {python} {}", script.display()))?;
     child
         .stdin
         .take()
