@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::client::ConnectionArgs;
-use watchtrail_query::alarm::{AlarmDefinition, MetricFilter};
+use watchtrail_query::alarm::MetricFilter;
 
 /// `watchtrail alarms ...`
 #[derive(Debug, clap::Subcommand)]
@@ -248,7 +248,7 @@ pub async fn alarms(conn: &ConnectionArgs, cmd: AlarmsCommand) -> anyhow::Result
                 bail!("no alarm definitions found");
             }
             for (file, v) in defs {
-                let def = AlarmDefinition::from_value(v)
+                let def = watchtrail_query::alarm::parse_definition(v)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
                 let body = serde_json::to_value(&def)?;
                 let r = api
@@ -463,6 +463,7 @@ pub async fn destinations(conn: &ConnectionArgs, cmd: DestinationsCommand) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
+    use watchtrail_query::alarm::AlarmDefinition;
 
     #[test]
     fn toml_and_json_files_give_the_same_definition() {
@@ -507,7 +508,7 @@ ComparisonOperator = "GreaterThanOrEqualToThreshold"
         assert_eq!(all.len(), 3);
         let defs: Vec<AlarmDefinition> = all
             .into_iter()
-            .map(|(_, v)| AlarmDefinition::from_value(v).expect("valid"))
+            .map(|(_, v)| watchtrail_query::alarm::parse_definition(v).expect("valid"))
             .collect();
         assert_eq!(defs[0], defs[2]);
         assert!(defs[1].query.is_some());

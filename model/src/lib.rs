@@ -10,6 +10,8 @@
 //!   to, and the canonical form a request takes once it passes.
 //! - [`cloudtrail`]: CloudTrail event JSON into rows shaped like the `audit` table.
 //! - [`pattern`]: CloudWatch Logs filter patterns (metric filters).
+//! - [`alarm`]: alarm definitions and metric filters in CloudWatch's field names, their
+//!   validation, and the state machine (OK / ALARM / INSUFFICIENT_DATA).
 //! - [`units`]: the CloudWatch units, and the one grammar of sizes (`64K`, `256MiB`) and
 //!   durations (`250ms`, `1.5s`, `15d`) that every flag and configuration file takes.
 //!
@@ -20,6 +22,7 @@
 //! assert_eq!(parse_duration("1.5s"), Ok(std::time::Duration::from_millis(1500)));
 //! ```
 
+pub mod alarm;
 pub mod cloudtrail;
 pub mod limits;
 pub mod pattern;

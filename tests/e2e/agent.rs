@@ -136,9 +136,8 @@ async fn a_server_outage_of_a_minute_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
-    let mut opts = ServerOptions::local(&dir.path().join("server"));
-    opts.addrs = Some((watchtrail_e2e::free_addr(), watchtrail_e2e::free_addr()));
-    let mut server = TestServer::start(opts.clone()).await;
+    let opts = ServerOptions::local(&dir.path().join("server"));
+    let mut server = TestServer::start(opts).await;
     let config = agent_config(
         &server,
         &format!(
@@ -174,7 +173,7 @@ async fn a_server_outage_of_a_minute_loses_nothing() {
         agent.counter("watchtrail_agent_buffer_bytes").await > 0,
         "data waited in the buffer"
     );
-    server = TestServer::start(opts).await;
+    server.start_again().await;
     write_for(&mut file, 2, &mut written);
     let sql = "SELECT count(*) FROM logs WHERE log_group = '/e2e/outage'";
     wait_for(
@@ -635,9 +634,8 @@ async fn a_full_buffer_drops_the_oldest_lines_and_counts_every_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
-    let mut opts = ServerOptions::local(&dir.path().join("server"));
-    opts.addrs = Some((watchtrail_e2e::free_addr(), watchtrail_e2e::free_addr()));
-    let mut server = TestServer::start(opts.clone()).await;
+    let opts = ServerOptions::local(&dir.path().join("server"));
+    let mut server = TestServer::start(opts).await;
     let config = agent_config(
         &server,
         &format!(
@@ -678,7 +676,7 @@ async fn a_full_buffer_drops_the_oldest_lines_and_counts_every_one() {
         "{}",
         agent.log()
     );
-    server = TestServer::start(opts).await;
+    server.start_again().await;
     let dropped = agent.counter("watchtrail_agent_dropped_items_total").await;
     let sql = "SELECT count(*) FROM logs WHERE log_group = '/e2e/full'";
     let want = LINES as i64 - dropped as i64;

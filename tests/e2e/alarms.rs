@@ -331,7 +331,12 @@ async fn state_changes_reach_a_signed_webhook_through_outages_and_restarts() {
             "Alarm updated from INSUFFICIENT_DATA to OK"
         ]
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for(
+        "the three notifications",
+        Duration::from_secs(30),
+        || async { (delivered(&receiver).len() >= 3).then_some(()) },
+    )
+    .await;
     let d = delivered(&receiver);
     let states: Vec<&str> = {
         let mut v: Vec<&str> = d.values().map(|(s, _)| s.as_str()).collect();
@@ -698,6 +703,28 @@ async fn the_cli_manages_alarms_filters_and_destinations() {
     );
 }
 
+/// Waits until the servers between them have evaluated alarms `rounds` more times than now:
+/// the clock a "nothing more happened" check is read against, instead of a fixed sleep.
+async fn wait_evaluations(servers: &[&TestServer], rounds: u64) {
+    const NAME: &str = "watchtrail_alarm_evaluations_total";
+    let mut before = 0;
+    for s in servers {
+        before += s.counter(NAME).await;
+    }
+    wait_for(
+        &format!("{rounds} more alarm evaluations"),
+        Duration::from_secs(60),
+        || async {
+            let mut now = 0;
+            for s in servers {
+                now += s.counter(NAME).await;
+            }
+            (now >= before + rounds).then_some(())
+        },
+    )
+    .await;
+}
+
 async fn is_evaluator(server: &TestServer) -> bool {
     let (_, body) = server.http_get("/metrics").await;
     body.contains("watchtrail_alarm_evaluator 1")
@@ -737,7 +764,7 @@ async fn with_two_servers_one_evaluates_and_the_other_takes_over() {
     )
     .await;
     // Two more boundaries: still exactly one notification.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    wait_evaluations(&[&a, &b], 2).await;
     assert_eq!(delivered(&receiver).len(), 1, "{:?}", delivered(&receiver));
 
     // The evaluator dies; the other server takes the lease once it expires.
@@ -841,7 +868,7 @@ async fn on_s3_the_lease_admits_one_evaluator() {
     assert!(first.signature_ok);
     assert_eq!(first.body["status"], "firing");
     assert_eq!(first.body["alerts"][0]["labels"]["alertname"], "errors");
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    wait_evaluations(&[&a, &b], 2).await;
     assert_eq!(receiver.received().len(), 1, "one notification, one sender");
     a.stop().await;
     b.stop().await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt as _;
+use tokio::io::AsyncBufReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use watchtrail_proto::tonic;
@@ -560,6 +560,22 @@ impl TestServer {
         }
     }
 
+    /// One unlabelled counter or gauge from its `/metrics`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let (_, body) = self.http_get("/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from the server's /metrics:\n{body}"))
+    }
+
+    /// Starts a stopped server again with the same options and on the same ports (which it
+    /// chose itself the first time), as an operator's restart would.
+    pub async fn start_again(&mut self) {
+        let mut options = self.options.clone();
+        options.addrs = Some((self.grpc, self.http));
+        *self = Self::start(options).await;
+    }
+
     /// Starts a new process with the same options (same WAL, same store).
     pub async fn restart(&mut self) {
         self.kill9().await;
@@ -619,27 +635,21 @@ struct HealthCheckResponse {
     status: i32,
 }
 
-/// A minimal HTTP/1.1 GET (the harness needs no HTTP client library for two endpoints).
+/// The harness's HTTP client (reqwest; no proxy, since every test talks to 127.0.0.1).
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("HTTP client")
+    })
+}
+
+/// A GET: status and body as text.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::AsyncWriteExt as _;
-    let mut s = TcpStream::connect(addr).await.expect("connect http");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.expect("read");
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let a = http_send(addr, "GET", path, &[], b"").await;
+    (a.status, a.text())
 }
 
 /// An HTTP answer: status, lower-cased headers, body.
@@ -666,12 +676,16 @@ impl HttpAnswer {
     }
 }
 
-/// A minimal HTTP/1.1 POST with extra headers (`Name: value` lines).
+/// A POST with extra headers (`Name: value` lines).
 pub async fn http_post(addr: SocketAddr, path: &str, headers: &[&str], body: &[u8]) -> HttpAnswer {
     http_send(addr, "POST", path, headers, body).await
 }
 
-/// A minimal HTTP/1.1 request of any method with extra headers (`Name: value` lines).
+/// A request of any method with extra headers (`Name: value` lines); the body is sent as JSON
+/// unless a `Content-Type` is among them.
+///
+/// # Panics
+/// On a header line without a colon, or when the server cannot be reached.
 pub async fn http_send(
     addr: SocketAddr,
     method: &str,
@@ -679,54 +693,39 @@ pub async fn http_send(
     headers: &[&str],
     body: &[u8],
 ) -> HttpAnswer {
-    use tokio::io::AsyncWriteExt as _;
-    let mut s = TcpStream::connect(addr).await.expect("connect http");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+    let mut req = http_client()
+        .request(method, format!("http://{addr}{path}"))
+        .body(body.to_vec());
+    let mut typed = false;
     for h in headers {
-        head.push_str(h);
-        head.push_str("\r\n");
+        let (name, value) = h.split_once(':').expect("a `Name: value` header");
+        typed |= name.trim().eq_ignore_ascii_case("content-type");
+        let value = reqwest::header::HeaderValue::from_bytes(value.trim().as_bytes())
+            .expect("header value");
+        req = req.header(name.trim(), value);
     }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+    if !typed {
+        req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
+    }
+    let r = req.send().await.expect("HTTP request");
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
+    let body = r.bytes().await.expect("HTTP body").to_vec();
     HttpAnswer {
         status,
         headers,
-        body: buf[split + 4..].to_vec(),
+        body,
     }
-}
-
-/// Sends a raw HTTP request and returns the status code (for moto's bucket API).
-pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> u16 {
-    use tokio::io::AsyncWriteExt as _;
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf).await;
-    buf.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A TCP forwarder that can cut every connection and refuse new ones, to make a real server
@@ -812,33 +811,40 @@ impl Moto {
                  tests through ./scripts/test, which installs it"
             );
         };
-        // moto chooses no port itself, so ask the kernel for a free one: the one place the
-        // harness binds-then-releases, because the server is another program.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-            l.local_addr().expect("addr").port()
-        };
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: moto's server (werkzeug) binds a free port and prints it on stderr.
+        let mut child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn moto_server");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        wait_for(
-            "moto_server to answer",
-            Duration::from_secs(60),
-            || async move { TcpStream::connect(addr).await.ok().map(|_| ()) },
-        )
-        .await;
+        let stderr = child.stderr.take().expect("moto's stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let find = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("Running on http://").nth(1) {
+                    return rest.trim().parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        };
+        let addr = tokio::time::timeout(Duration::from_secs(60), find)
+            .await
+            .ok()
+            .flatten()
+            .expect("moto_server to print its address within 60 s");
+        // It logs every request: keep reading so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self { child, addr }
     }
 
     /// Creates a bucket.
     pub async fn create_bucket(&self, name: &str) {
-        let status = http_request(self.addr, "PUT", &format!("/{name}")).await;
+        let status = http_send(self.addr, "PUT", &format!("/{name}"), &[], b"")
+            .await
+            .status;
         assert_eq!(status, 200, "create bucket {name}");
     }
 
@@ -955,16 +961,11 @@ pub struct TestAgent {
     pub config: PathBuf,
     /// Its state directory.
     pub state_dir: PathBuf,
-    /// The local API address, when it has one.
+    /// The local API address of the running process, when it has one.
     pub http: Option<SocketAddr>,
+    wants_http: bool,
     log: PathBuf,
     starts: u32,
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released).
-pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }
 
 impl TestAgent {
@@ -973,11 +974,11 @@ impl TestAgent {
     pub async fn start(dir: &Path, config: &str, http: bool) -> Self {
         std::fs::create_dir_all(dir).expect("agent dir");
         let state_dir = dir.join("agent-state");
-        let addr = http.then(free_addr);
+        // Port 0: the agent logs the address it bound, and `spawn` reads it back.
         let text = format!(
             "state_dir = {:?}\nhttp_addr = \"{}\"\n{config}",
             state_dir.display().to_string(),
-            addr.map(|a| a.to_string()).unwrap_or_default()
+            if http { "127.0.0.1:0" } else { "" }
         );
         let path = dir.join("agent.toml");
         std::fs::write(&path, text).expect("write agent config");
@@ -985,7 +986,8 @@ impl TestAgent {
             child: None,
             config: path,
             state_dir,
-            http: addr,
+            http: None,
+            wants_http: http,
             log: dir.join("agent.log"),
             starts: 0,
         };
@@ -1014,19 +1016,32 @@ impl TestAgent {
             .spawn()
             .expect("spawn watchtrail-agent");
         self.child = Some(child);
-        if let Some(addr) = self.http {
+        if self.wants_http {
+            // The address this start bound: the newest `listening addr=` line of the log.
+            const MARK: &str = "listening addr=";
+            let before = self.log().matches(MARK).count();
             let deadline = Instant::now() + Duration::from_secs(30);
-            while TcpStream::connect(addr).await.is_err() {
+            let addr = loop {
+                let log = self.log();
+                if log.matches(MARK).count() > before
+                    && let Some(addr) = log
+                        .rsplit(MARK)
+                        .next()
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                {
+                    break addr;
+                }
                 if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                    panic!("agent exited with {status}:\n{}", self.log());
+                    panic!("agent exited with {status}:\n{log}");
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "the agent's local API never answered:\n{}",
-                    self.log()
+                    "the agent's local API never listened:\n{log}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            };
+            self.http = Some(addr);
         }
     }
 

@@ -1,4 +1,4 @@
-//! A real HTTP receiver for webhook tests: it listens on 127.0.0.1, checks each notification's
+//! A real HTTP receiver for webhook tests (axum): it listens on 127.0.0.1, checks each notification's
 //! HMAC-SHA256 signature with the shared secret, records it, and answers with the status it is
 //! told to; it can also go down (refuse connections) and come back on the same port.
 
@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// One notification as received.
@@ -65,59 +69,42 @@ fn verify(secret: &str, headers: &HashMap<String, String>, body: &[u8]) -> bool 
     ring::hmac::verify(&key, &msg, &tag).is_ok()
 }
 
-async fn handle(
-    mut s: TcpStream,
+#[derive(Clone)]
+struct Shared {
     secret: String,
     status: Arc<AtomicU16>,
     received: Arc<Mutex<Vec<Received>>>,
-) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let (head_end, headers) = loop {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..p]).into_owned();
-            let headers: HashMap<String, String> = head
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            break (p + 4, headers);
-        }
-    };
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+}
+
+async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
-    let body = &buf[head_end..head_end + len];
-    let code = status.load(Ordering::SeqCst);
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let code = shared.status.load(Ordering::SeqCst);
     let item = Received {
-        signature_ok: verify(&secret, &headers, body),
-        body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+        signature_ok: verify(&shared.secret, &headers, &body),
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         headers,
         status: code,
         at_ms,
     };
-    if let Ok(mut r) = received.lock() {
+    if let Ok(mut r) = shared.received.lock() {
         r.push(item);
     }
-    let reply = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-    let _ = s.write_all(reply.as_bytes()).await;
-    let _ = s.shutdown().await;
+    // One request a connection, so that going down refuses the next notification even over a
+    // client's pooled connection.
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONNECTION, "close")], "ok").into_response()
 }
 
 impl Receiver {
@@ -139,20 +126,14 @@ impl Receiver {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        let (secret, status, received) = (
-            self.secret.clone(),
-            Arc::clone(&self.status),
-            Arc::clone(&self.received),
-        );
+        let shared = Shared {
+            secret: self.secret.clone(),
+            status: Arc::clone(&self.status),
+            received: Arc::clone(&self.received),
+        };
+        let app = Router::new().fallback(handle).with_state(shared);
         self.task = Some(tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(handle(
-                    s,
-                    secret.clone(),
-                    Arc::clone(&status),
-                    Arc::clone(&received),
-                ));
-            }
+            let _ = axum::serve(listener, app).await;
         }));
     }
 

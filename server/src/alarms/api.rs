@@ -10,6 +10,7 @@ impl AlarmService {
     /// # Errors
     /// A refused definition, storage errors.
     pub async fn put_alarm(&self, tenant: &str, def: AlarmDefinition) -> Result<bool, ApiError> {
+        watchtrail_query::alarm::check_query(&def)?;
         let now = now_ms();
         let name = def.alarm_name.clone();
         let existing: Option<AlarmDoc> = self.control.get(tenant, Doc::Alarm, &name).await?;

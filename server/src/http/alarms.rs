@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use watchtrail_query::alarm::{AlarmDefinition, AlarmState, MetricFilter};
+use watchtrail_query::alarm::{self, AlarmState, MetricFilter};
 
 use crate::alarms::AlarmService;
 use crate::alarms::webhook::Destination;
@@ -104,7 +104,7 @@ async fn put_alarm(
     body: Bytes,
 ) -> Answered {
     let v = named_body(&body, "AlarmName", &name)?;
-    let def = AlarmDefinition::from_value(v).map_err(|e| definition_answer(&e))?;
+    let def = alarm::parse_definition(v).map_err(|e| definition_answer(&e))?;
     let created = alarms.put_alarm(&caller.tenant, def).await?;
     let status = if created {
         StatusCode::CREATED
