@@ -4,7 +4,7 @@
 //!
 //! Lines become events (multi-line joining by a start pattern, long lines cut or split, invalid
 //! UTF-8 replaced), events become `PutLogEvents` batches, and each batch is appended to the
-//! [`Spool`] together with the file offset just past its last line: that offset is the file's
+//! [`crate::spool::Spool`] together with the file offset just past its last line: that offset is the file's
 //! checkpoint, so a restart resumes exactly after the last batch written.
 //!
 //! A file's position is `file:<glob>:<dev>:<inode>` in the spool, with its path and a

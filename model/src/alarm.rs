@@ -2,7 +2,7 @@
 //! the state machine that turns datapoints into OK / ALARM / INSUFFICIENT_DATA.
 //!
 //! Everything here is pure: the server's evaluator fetches datapoints with SQL, asks
-//! [`rule::decide`] for the new state, and persists and notifies. The CLI uses the same types to
+//! [`Rule::decide`] for the new state, and persists and notifies. The CLI uses the same types to
 //! read TOML or JSON definitions.
 
 mod definition;

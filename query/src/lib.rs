@@ -9,7 +9,6 @@
 //!   the state machine live in `watchtrail-model`).
 //! - [`output`]: answers as tables, JSON, CSV and Arrow IPC.
 //! - [`error`]: the engine's error type; storage errors convert into it.
-//! - [`fuzz`]: the mutation fuzzer the test suites run over every parser.
 //! - [`cloudtrail`], [`limits`], [`pattern`], [`tables`], [`units`], [`validate`]: re-exported
 //!   from `watchtrail-model`, where they live.
 //!
@@ -24,8 +23,6 @@
 //! println!("{} batches", answer.batches.len());
 //! # Ok(()) }
 //! ```
-
-pub mod fuzz;
 
 // The schemas, limits and parsers live in `watchtrail-model`; these paths stay for callers.
 pub use watchtrail_model::{cloudtrail, limits, pattern, tables, units, validate};

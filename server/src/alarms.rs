@@ -21,7 +21,7 @@
 //! - `evaluator`: the evaluation loop at each boundary, while holding the lease.
 //! - `outbox`: the delivery loop of pending notifications.
 //! - [`egress`]: which addresses webhooks may reach.
-//! - [`store`]: control documents and the lease.
+//! - control documents and leases: `watchtrail_storage::control`.
 //! - [`evaluate`]: the SQL of an alarm and one evaluation.
 //! - [`webhook`]: destinations, payloads, signatures.
 //! - [`history`]: rows of the two tables.

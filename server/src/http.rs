@@ -1,6 +1,6 @@
 //! The HTTP port: `/healthz`, `/metrics`, `POST /v1/query`, the alarm API, log groups and keys.
 //!
-//! Every `/v1/` route is behind [`authorize`]: it needs an API key whose role allows the call
+//! Every `/v1/` route is behind `authorize`: it needs an API key whose role allows the call
 //! (reads: `read`; changes: `admin`), and the handler sees the caller as a
 //! [`crate::auth::Principal`] extension. `/healthz` and `/metrics` are open, for load balancers and
 //! scrapers; they carry no tenant's data.

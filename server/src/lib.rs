@@ -4,13 +4,18 @@
 //! # Layout
 //! - [`config`]: flags and the validated [`ServerConfig`].
 //! - [`auth`]: API keys, roles and the caller of each request.
-//! - [`error`]: the error type and its mapping to gRPC status codes.
+//! - [`error`]: the error type, and the one mapping of any failure to its gRPC status, HTTP
+//!   answer and audit `errorCode` ([`error::Answer`]).
 //! - [`wal`]: the write-ahead log with group commit and replay.
 //! - [`ingest`]: validation, buffering and flushing.
 //! - [`grpc`]: the gRPC services.
 //! - [`query`]: SQL over committed files and buffered rows.
 //! - [`http`]: `/healthz`, `/metrics`, `POST /v1/query` and the alarm API.
-//! - [`alarms`]: alarm definitions and state, the evaluator, the webhook outbox.
+//! - [`alarms`]: the alarm service (definitions are `watchtrail-model`'s, documents live in
+//!   `watchtrail-storage`'s control store), the evaluator, the webhook outbox.
+//! - [`lifecycle`]: the background task that runs `watchtrail-storage`'s lifecycle per table,
+//!   under each table's lease.
+//! - [`agent_child`]: the all-in-one mode's agent process.
 //! - [`metrics`]: the server's own counters.
 //! - [`tls`]: TLS (and mutual TLS) on both ports.
 //! - [`self_audit`]: Watchtrail's own audit trail of control-plane calls, queries and refusals.

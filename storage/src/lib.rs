@@ -5,7 +5,7 @@
 //! # Contents
 //! - [`store`]: object storage by URL (`file://`, `s3://`, `memory://`), typed table paths,
 //!   opening and creating Delta tables.
-//! - [`write`]: the one path every file takes: encode, put under the table, commit to the log
+//! - [`write`](mod@write): the one path every file takes: encode, put under the table, commit to the log
 //!   (flush, compaction, rollups and tools all use it).
 //! - [`files`]: Parquet writer settings, storage order and windows, and the general encoder.
 //! - [`metrics_file`]: the `metrics` table's series-aware encoder; its hand-written dictionary

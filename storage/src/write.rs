@@ -185,15 +185,14 @@ pub async fn commit_append(
     commit(table, props, actions, operation).await
 }
 
-/// Removes `removed` and adds `added` in one commit, so a reader sees the old files or the new
-/// ones, never both. `data_change` says whether the rows changed (a rollup or a cut) or only
+/// Removes `removed` and adds `added` in one commit of the table at `table_root`
+/// ([`Storage::table_path`]), so a reader sees the old files or the new ones, never both. `data_change` says whether the rows changed (a rollup or a cut) or only
 /// their files (a merge). The new table version.
 ///
 /// # Errors
 /// A file outside the table; storage errors or a conflict.
 pub async fn commit_rewrite(
-    storage: &Storage,
-    tenant: &str,
+    table_root: &Path,
     kind: TableKind,
     table: &mut DeltaTable,
     removed: &[DataFile],
@@ -201,12 +200,11 @@ pub async fn commit_rewrite(
     data_change: bool,
     operation: DeltaOperation,
 ) -> Result<i64> {
-    let root = storage.table_path(tenant, kind);
     let now = chrono::Utc::now().timestamp_millis();
     let mut actions = Vec::with_capacity(removed.len() + added.len());
     for f in removed {
         actions.push(remove_action(
-            relative(&root, &f.path)?,
+            relative(table_root, &f.path)?,
             f.size,
             data_change,
             now,

@@ -22,7 +22,7 @@ impl Lcg {
 }
 
 fn seed() -> u64 {
-    watchtrail_query::fuzz::seed_from_env("WATCHTRAIL_TEST_SEED")
+    watchtrail_test_util::seed_from_env("WATCHTRAIL_TEST_SEED")
 }
 
 fn agent_config(server: &TestServer, extra: &str) -> String {

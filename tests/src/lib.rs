@@ -2,6 +2,15 @@
 //!
 //! Tests read as: start → act → wait → assert → stop. Every wait has a deadline and says what
 //! it was waiting for.
+//!
+//! # Contents
+//! - [`TestServer`], [`ServerOptions`], [`TestCerts`]: server processes on port 0 (the ports are
+//!   read back from `--listen-addr-file`), with keys, TLS, restarts and `/metrics` counters.
+//! - [`TestAgent`]: agent processes; the local API's port is read back from its log.
+//! - [`Moto`]: moto's S3 server on a port it chose; [`Proxy`]: a link that can be cut.
+//! - [`receiver`]: an axum webhook receiver that checks signatures.
+//! - HTTP helpers over reqwest ([`http_send`], [`http_get`]), gRPC helpers, [`wait_for`].
+//! - The mutation fuzzer and test seeds are in `watchtrail-test-util`.
 
 pub mod receiver;
 

@@ -1,6 +1,6 @@
 //! One memory budget for every query of the engine, beside each query's own limit.
 //!
-//! Each query has a DataFusion memory pool of its own (`memory_limit`); [`SharedBudgetPool`]
+//! Each query has a DataFusion memory pool of its own (`memory_limit`); `SharedBudgetPool`
 //! wraps it so that every reservation also counts against the engine's [`ServerMemoryBudget`].
 //! A query that would take the budget past its size fails with `ResourcesExhausted`, like a
 //! query past its own limit, so that many queries of many tenants at once cannot together take

@@ -3,7 +3,7 @@
 //! `repeat('x', 100000000000)` asks for 100 GB in one allocation; a failed allocation aborts
 //! the process, so no error handler ever sees it. Every scalar function that builds a value
 //! whose size comes from an argument (a count, a length, a range) rather than from its input
-//! data is replaced, under the same name and aliases, by a [`Guarded`] wrapper that computes an
+//! data is replaced, under the same name and aliases, by a `Guarded` wrapper that computes an
 //! upper bound of the bytes the call would build for the whole batch and refuses the call
 //! (`ResourcesExhausted`, like any other memory limit) when the bound is over the query's
 //! memory limit. Functions whose output grows faster than their input (`replace`,

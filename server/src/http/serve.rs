@@ -25,7 +25,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `app` on the connections `listener` hands out until `stop`, then lets the answers in
-/// progress finish (within [`DRAIN_TIMEOUT`]) and returns.
+/// progress finish (within `DRAIN_TIMEOUT`) and returns.
 pub async fn serve<L>(mut listener: L, app: Router, stop: CancellationToken)
 where
     L: Listener<Addr = SocketAddr>,

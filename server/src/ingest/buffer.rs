@@ -656,7 +656,7 @@ impl Chunk {
     /// Encodes the chunk as Parquet files in storage order: for logs and audit one per hour
     /// window its rows fall in (nearly always one; see
     /// [`watchtrail_storage::files::split_by_window`]), for a large metrics chunk one per core
-    /// (see [`MetricsChunk::encode_files`]).
+    /// (see `MetricsChunk::encode_files`).
     ///
     /// # Errors
     /// Arrow or Parquet errors (a broken invariant).

@@ -9,7 +9,7 @@ use watchtrail_proto::v1::{
     AuditRecord, Dimension, LogEvent, MetricDatum, MetricSeries, PutAuditEventsRequest,
     PutLogEventsRequest, PutMetricDataRequest, StatisticSet, metric_datum,
 };
-use watchtrail_query::fuzz::run;
+use watchtrail_test_util::run;
 
 use super::{audit_json, validate};
 

@@ -311,17 +311,9 @@ pub async fn compact(
             target_size: policy.target_bytes as i64,
         },
     };
-    let committed = crate::write::commit_rewrite(
-        storage,
-        tenant,
-        kind,
-        table,
-        inputs,
-        &written,
-        data_change,
-        op,
-    )
-    .await;
+    let root = storage.table_path(tenant, kind);
+    let committed =
+        crate::write::commit_rewrite(&root, kind, table, inputs, &written, data_change, op).await;
     if let Err(e) = committed {
         crate::write::discard(storage, tenant, kind, &written).await;
         return Err(e);

@@ -131,6 +131,7 @@ pub async fn expire(
             crate::store::format_micros(cutoff_us)
         )),
     };
-    crate::write::commit_rewrite(storage, tenant, kind, table, files, &[], true, op).await?;
+    let root = storage.table_path(tenant, kind);
+    crate::write::commit_rewrite(&root, kind, table, files, &[], true, op).await?;
     Ok(files.len())
 }

@@ -9,7 +9,7 @@ use arrow::datatypes::DataType;
 
 use super::*;
 use crate::error::ErrorClass;
-use crate::fuzz::Rng;
+use watchtrail_test_util::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {

@@ -287,7 +287,7 @@ fn log_rows_carry_origin_and_ingest_time() {
 
 #[test]
 fn the_counting_sort_orders_by_series_rank_then_time() {
-    let mut rng = watchtrail_query::fuzz::Rng::from_env();
+    let mut rng = watchtrail_test_util::Rng::from_env();
     let series = 37;
     let rank: Vec<u32> = {
         // A permutation of the series ids.

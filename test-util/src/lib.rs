@@ -1,4 +1,5 @@
-//! A small mutation fuzzer for the test suites: no input may panic a parser.
+//! `watchtrail-test-util`: what the test suites share and production code never links. Today
+//! that is a small mutation fuzzer: no input may panic a parser.
 //!
 //! Not coverage-guided: it starts from real inputs and breaks them (byte flips, insertions of
 //! JSON and protobuf boundary tokens, truncations, duplicated runs) for a bounded time.
@@ -144,7 +145,7 @@ pub fn run(name: &str, seeds: &[Vec<u8>], mut target: impl FnMut(&[u8])) -> usiz
 
 #[cfg(test)]
 mod tests {
-    use crate::pattern::FilterPattern;
+    use watchtrail_model::pattern::FilterPattern;
 
     #[test]
     #[should_panic(expected = "panicked on input")]
