@@ -275,7 +275,7 @@ impl Engine {
         sql: &str,
         held: Option<Box<dyn std::any::Any + Send>>,
     ) -> Result<QueryStream> {
-        validate_tenant(tenant).map_err(Error::InvalidTenant)?;
+        validate_tenant(tenant).map_err(watchtrail_storage::Error::InvalidTenant)?;
         check_read_only(sql)?;
         let (tx, mut rx) = mpsc::channel(2);
         let timeout = self.config.timeout;

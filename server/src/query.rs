@@ -56,7 +56,10 @@ impl ServerSource {
             return Ok(None);
         }
         match &mut cached.table {
-            Some(t) => t.update_incremental(None).await?,
+            Some(t) => t
+                .update_incremental(None)
+                .await
+                .map_err(watchtrail_storage::Error::from)?,
             None => cached.table = self.storage.open_table(&key.tenant, key.kind).await?,
         }
         cached.refreshed = Some(Instant::now());
