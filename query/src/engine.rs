@@ -15,6 +15,7 @@ pub mod budget;
 mod date_trunc;
 pub mod functions;
 pub mod guard;
+mod precedence;
 mod provider;
 mod rules;
 pub mod shape;
@@ -399,8 +400,21 @@ impl Engine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        // `SessionContext::sql_with_options`, with the parser's precedence bug fixed between
+        // parsing and planning.
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(read_only_or_sql)?;
+        precedence::fix_is_distinct_from(&mut statement);
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(read_only_or_sql)?;
+        options.verify_plan(&plan).map_err(read_only_or_sql)?;
         let df = ctx
-            .sql_with_options(sql, options)
+            .execute_logical_plan(plan)
             .await
             .map_err(read_only_or_sql)?;
         let plan: Arc<dyn ExecutionPlan> = df

@@ -1011,6 +1011,9 @@ impl TestAgent {
             .open(&self.log)
             .expect("agent log");
         self.starts += 1;
+        // Counted before the process starts, so that its own line is the one waited for.
+        const MARK: &str = "listening addr=";
+        let before = self.log().matches(MARK).count();
         let child = Command::new(bin_path("watchtrail-agent"))
             .arg("--config")
             .arg(&self.config)
@@ -1026,9 +1029,7 @@ impl TestAgent {
             .expect("spawn watchtrail-agent");
         self.child = Some(child);
         if self.wants_http {
-            // The address this start bound: the newest `listening addr=` line of the log.
-            const MARK: &str = "listening addr=";
-            let before = self.log().matches(MARK).count();
+            // The address this start bound: the `listening addr=` line it added to the log.
             let deadline = Instant::now() + Duration::from_secs(30);
             let addr = loop {
                 let log = self.log();

@@ -657,3 +657,48 @@ async fn filter_patterns_are_sql_functions() {
         .expect_err("bad pattern");
     assert!(err.to_string().contains("at position"), "{err}");
 }
+
+/// The parser in the tree binds `IS DISTINCT FROM` looser than AND; the engine re-associates it
+/// (`engine/precedence.rs`), so these answer as every SQL engine does.
+#[tokio::test]
+async fn is_distinct_from_binds_tighter_than_and() {
+    let storage = Storage::in_memory(Arc::new(InMemory::new()));
+    storage
+        .append_batch("t1", TableKind::Logs, &logs_batch(&["a", "b", "a", "c"]))
+        .await
+        .unwrap();
+    let e = engine(&storage);
+    let count = |r: &QueryResult| {
+        r.batches[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    };
+    // Misparsed, the right side `true AND message = 'c'` made this 3.
+    let r = e
+        .collect(
+            "t1",
+            "SELECT count(*) FROM logs WHERE message = 'a' IS DISTINCT FROM true AND message = 'c'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(count(&r), 1);
+    // Misparsed, this compared a string with a boolean and failed.
+    let r = e
+        .collect(
+            "t1",
+            "SELECT count(*) FROM logs WHERE log_group IS NOT DISTINCT FROM 'web' AND message = 'a'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(count(&r), 2);
+    // Parenthesised, the right side stays whole.
+    let r = e
+        .collect(
+            "t1",
+            "SELECT count(*) FROM logs WHERE message = 'a' IS DISTINCT FROM (true AND message = 'c')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(count(&r), 3);
+}
