@@ -21,25 +21,9 @@ use watchtrail_model::limits::{
 /// its protobuf framing (at most 8 bytes), so a request never crosses the limit.
 const MAX_REQUEST_BYTES: usize = MAX_AUDIT_REQUEST_BYTES - MAX_IDEMPOTENCY_ID_LEN - 8;
 
-/// Why input was refused: the JSON path of the culprit and the reason.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
-pub struct AuditError {
-    /// E.g. `Records[3].eventTime`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl AuditError {
-    /// An error at `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+/// Why input was refused: the JSON path of the culprit (e.g. `Records[3].eventTime`) and the
+/// reason.
+pub type AuditError = watchtrail_model::FieldError;
 
 /// A random UUID (version 4).
 pub fn random_id() -> String {
@@ -191,7 +175,7 @@ mod tests {
         let forged = EV.replace("s3.amazonaws.com", " Watchtrail");
         let e = parse_events(format!("[{EV}, {forged}]").as_bytes()).expect_err("forged");
         assert_eq!(e.field, "[1].eventSource", "{e}");
-        assert!(e.message.contains("reserved"), "{e}");
+        assert!(e.reason.contains("reserved"), "{e}");
     }
 
     #[test]
@@ -206,7 +190,7 @@ mod tests {
     #[test]
     fn malformed_input_is_refused_naming_the_place() {
         let e = parse_events(b"{\"eventTime\": ").expect_err("truncated");
-        assert!(e.message.contains("line 1, column"), "{e}");
+        assert!(e.reason.contains("line 1, column"), "{e}");
         let e = parse_events(
             br#"{"Records":[{"eventTime":"2023-07-10T11:40:13Z"}, {"eventName":"x"}]}"#,
         )
@@ -217,7 +201,7 @@ mod tests {
         let e = parse_events(br#"{"eventTime":"yesterday","eventID":"x"}"#).expect_err("bad time");
         assert_eq!(e.field, ".eventTime");
         let e = parse_events(br#""text""#).expect_err("a string");
-        assert!(e.message.contains("expected an event object"));
+        assert!(e.reason.contains("expected an event object"));
         let big = format!(
             r#"{{"eventTime":"2023-07-10T11:40:13Z","eventID":"x","p":"{}"}}"#,
             "a".repeat(MAX_RECORD_BYTES)
@@ -225,7 +209,7 @@ mod tests {
         assert!(
             parse_events(big.as_bytes())
                 .expect_err("big")
-                .message
+                .reason
                 .contains("at most 262144")
         );
     }

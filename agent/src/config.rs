@@ -11,21 +11,11 @@ use serde_json::Value;
 
 use crate::timefmt::TimeFormat;
 
-/// A configuration error, naming the field.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    /// Dotted path of the field, e.g. `logs.files[0].path`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+/// A configuration error, naming the field by its dotted path (`logs.files[0].path`).
+pub type ConfigError = watchtrail_model::FieldError;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::new(field, message)
 }
 
 /// The whole configuration.

@@ -14,13 +14,7 @@ use serde_json::{Map, Value};
 use crate::tables::TableKind;
 
 /// Why an event was refused: the JSON path inside the record and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
-    /// Path inside the record, e.g. `.eventTime` (empty for the record as a whole).
-    pub field: String,
-    /// What is wrong.
-    pub reason: String,
-}
+pub type ParseError = crate::FieldError;
 
 /// A parsed event: its projected row and its identity.
 #[derive(Debug, Clone)]
@@ -34,10 +28,7 @@ pub struct AuditEvent {
 }
 
 fn err(field: &str, reason: impl Into<String>) -> ParseError {
-    ParseError {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    ParseError::new(field, reason)
 }
 
 /// Parses and checks one CloudTrail event.

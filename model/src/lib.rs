@@ -12,6 +12,7 @@
 //! - [`pattern`]: CloudWatch Logs filter patterns (metric filters).
 //! - [`alarm`]: alarm definitions and metric filters in CloudWatch's field names, their
 //!   validation, and the state machine (OK / ALARM / INSUFFICIENT_DATA).
+//! - [`error`]: [`FieldError`], the one shape of "this field breaks this rule".
 //! - [`units`]: the CloudWatch units, and the one grammar of sizes (`64K`, `256MiB`) and
 //!   durations (`250ms`, `1.5s`, `15d`) that every flag and configuration file takes.
 //!
@@ -24,8 +25,11 @@
 
 pub mod alarm;
 pub mod cloudtrail;
+pub mod error;
 pub mod limits;
 pub mod pattern;
 pub mod tables;
 pub mod units;
 pub mod validate;
+
+pub use error::FieldError;

@@ -168,6 +168,19 @@ async fn athena_and_cloudtrail_lake_queries_match_the_raw_json() {
         events.iter().filter(|e| e["readOnly"] == false).count() as i64
     );
 
+    // IS DISTINCT FROM binds tighter than AND (the parser in the tree got this wrong: 2482).
+    let got = as_count(
+        &q("SELECT count(*) FROM audit WHERE readonly IS DISTINCT FROM true AND eventname = 'DeleteBucket'")
+            .await,
+    );
+    assert_eq!(
+        got,
+        events
+            .iter()
+            .filter(|e| e["readOnly"] != true && e["eventName"] == "DeleteBucket")
+            .count() as i64
+    );
+
     let got = as_count(&q("SELECT count(*) FROM audit WHERE errorCode IS NOT NULL").await);
     assert_eq!(
         got,

@@ -25,7 +25,7 @@ fn errors_name_the_field() {
     let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\ntimestamp_format = \"%Y %Q\"")
         .expect_err("bad format");
     assert_eq!(e.field, "logs.files[0].timestamp_format");
-    assert!(e.message.contains("%Q"), "{e}");
+    assert!(e.reason.contains("%Q"), "{e}");
     let e = Config::from_toml("[[logs.files]]\npath = \"/x\"\n[[logs.files]]\npath = \"/y\"\nmulti_line_start_pattern = \"(\"")
         .expect_err("bad regex");
     assert_eq!(e.field, "logs.files[1].multi_line_start_pattern");
@@ -37,7 +37,7 @@ fn errors_name_the_field() {
     assert_eq!(e.field, "metrics.measurements[1]");
     let e = Config::from_toml("serverr = \"x\"").expect_err("unknown key");
     assert!(e.field.contains("line 1"), "{e}");
-    assert!(e.message.contains("serverr"), "{e}");
+    assert!(e.reason.contains("serverr"), "{e}");
     let e = Config::from_toml("[buffer]\nmax_bytes = \"12Q\"").expect_err("size");
     assert!(e.to_string().contains("12Q"), "{e}");
 }

@@ -1,8 +1,6 @@
 //! `PutMetricAlarm`-shaped alarm definitions, read field by field so that every refusal names
 //! the field and the reason.
 
-use std::fmt;
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -10,30 +8,7 @@ use serde_json::{Map, Value};
 use crate::units::UNITS;
 
 /// A definition that CloudWatch (or Watchtrail) would refuse: which field, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefinitionError {
-    /// The field, as written in the definition (`Period`, `Dimensions[2].Value`).
-    pub field: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl DefinitionError {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for DefinitionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for DefinitionError {}
+pub type DefinitionError = crate::FieldError;
 
 type Result<T> = std::result::Result<T, DefinitionError>;
 
