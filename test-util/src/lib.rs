@@ -33,6 +33,11 @@ impl Rng {
         Self(seed_from_env("WATCHTRAIL_FUZZ_SEED") | 1)
     }
 
+    /// Seeded with `seed` (a run printed by [`seed_from_env`] replays with it).
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;

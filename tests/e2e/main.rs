@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod cloudtrail_sql;
 mod cloudwatch_cli;
+mod differential;
 mod durability;
 mod hardening;
 mod import;
