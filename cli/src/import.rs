@@ -1,9 +1,13 @@
-//! `import`: CloudTrail delivery files into the `audit` table.
+//! `import`: CloudTrail events into the `audit` table, from what CloudTrail tooling writes:
+//! delivery files (`{"Records": [...]}`), JSON arrays of events, and JSON Lines (`.json`,
+//! `.jsonl`, `.ndjson`, gzipped or not).
 //!
 //! Each event's original JSON text is sent as it is (the `eventjson` column keeps it byte for
-//! byte). Batch ids are derived from the batch's content, so running the same import twice
-//! within the server's idempotency window changes nothing, and after it the server's event-id
-//! de-duplication still stores each event once.
+//! byte; `--fill-missing-ids` adds an `eventID` to events without one). Batch ids are derived
+//! from the batch's content, so running the same import twice within the server's idempotency
+//! window changes nothing, and after it the server's event-id de-duplication still stores each
+//! event once. The summary tells stored events, duplicates (an event with the same `eventID`
+//! is already stored) and refusals (grouped by reason) apart.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -26,15 +30,21 @@ const CONCURRENCY: usize = 4;
 /// Flags of `import`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// Files or directories (searched recursively for `.json` and `.json.gz`).
+    /// Files or directories (searched recursively for `.json`, `.jsonl` and `.ndjson`,
+    /// gzipped or not).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Give events without an `eventID` one derived from their JSON text (the same text always
+    /// gets the same id, so a re-import stores them once); without it they are refused.
+    #[arg(long)]
+    pub fill_missing_ids: bool,
 }
 
+/// A top-level JSON object that may be a delivery file.
 #[derive(Deserialize)]
-struct DeliveryFile<'a> {
-    #[serde(rename = "Records", borrow)]
-    records: Vec<&'a RawValue>,
+struct MaybeDelivery<'a> {
+    #[serde(rename = "Records", borrow, default)]
+    records: Option<Vec<&'a RawValue>>,
 }
 
 /// Where a record came from, to report refusals.
@@ -94,7 +104,10 @@ fn is_digest_file(p: &Path) -> bool {
 
 fn is_cloudtrail_file(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.ends_with(".json") || name.ends_with(".json.gz")
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    [".json", ".jsonl", ".ndjson"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
 }
 
 /// Reads a file, gunzipping `.gz` (or anything that starts with the gzip magic).
@@ -115,20 +128,82 @@ pub fn read_file(path: &Path) -> anyhow::Result<String> {
     String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))
 }
 
-/// Splits a file's text into its event records (raw JSON, in order).
+/// Splits a file's text into its event records (raw JSON, in order). The text is a sequence of
+/// JSON values (one, or one a line): a delivery file's object takes its `Records`, an array
+/// takes its elements, any other object is one event.
 ///
 /// # Errors
-/// Malformed JSON (with line and column) or a missing `Records` array.
+/// Malformed JSON (with line and column), or a value that is neither an object nor an array.
 pub fn records_of<'a>(path: &Path, text: &'a str) -> anyhow::Result<Vec<&'a RawValue>> {
-    let file: DeliveryFile<'a> = serde_json::from_str(text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not a CloudTrail delivery file ({{\"Records\":[...]}}): line {} column {}: {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        )
-    })?;
-    Ok(file.records)
+    let mut out = Vec::new();
+    let values = serde_json::Deserializer::from_str(text).into_iter::<&'a RawValue>();
+    for value in values {
+        let value = value.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not CloudTrail JSON (a delivery file, an array of events or JSON Lines): \
+                 line {} column {}: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
+        let text = value.get();
+        if text.starts_with('[') {
+            let items: Vec<&'a RawValue> = serde_json::from_str(text)
+                .with_context(|| format!("{}: an array of events", path.display()))?;
+            out.extend(items);
+        } else if text.starts_with('{') {
+            let d: MaybeDelivery<'a> = serde_json::from_str(text)
+                .with_context(|| format!("{}: an event or a delivery file", path.display()))?;
+            match d.records {
+                Some(records) => out.extend(records),
+                None => out.push(value),
+            }
+        } else {
+            bail!(
+                "{}: expected an event object, an array of events or {{\"Records\": [...]}}, \
+                 found `{}`",
+                path.display(),
+                text.chars().take(40).collect::<String>()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The event's JSON with an `eventID` derived from its text when it has none (or an empty
+/// one); `None` when it has one.
+///
+/// # Errors
+/// An event that is not a JSON object.
+pub fn with_derived_id(raw: &str) -> anyhow::Result<Option<String>> {
+    let mut event: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).context("an event must be a JSON object")?;
+    if event
+        .get("eventID")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|id| !id.is_empty())
+    {
+        return Ok(None);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
+    let h = hex_of(&digest.as_ref()[..16]);
+    // Shaped like a UUID (version 8: made by its writer's own rule), stable for the same text.
+    let id = format!(
+        "{}-{}-8{}-{:x}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        8 | (u8::from_str_radix(&h[16..17], 16).unwrap_or(0) & 3),
+        &h[17..20],
+        &h[20..32]
+    );
+    event.insert("eventID".into(), serde_json::Value::String(id));
+    Ok(Some(serde_json::Value::Object(event).to_string()))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn content_id(records: &[AuditRecord]) -> String {
@@ -153,12 +228,24 @@ fn refused_index(message: &str) -> Option<usize> {
         .ok()
 }
 
-/// Sends one batch; a record the server refuses is reported and dropped, the rest resent.
+/// What became of the events of one batch.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Stored as new rows.
+    stored: u64,
+    /// Not stored again: an event with the same `eventID` already is (or the whole batch was
+    /// imported before, within the server's idempotency window).
+    duplicates: u64,
+    /// Refused, with where each came from and why.
+    refused: Vec<(Origin, String)>,
+}
+
+/// Sends one batch; a record the server refuses is set aside with its reason, the rest resent.
 async fn send_batch(
     client: &Client,
     mut batch: Vec<(AuditRecord, Origin)>,
-) -> anyhow::Result<(u64, u64)> {
-    let mut refused = 0u64;
+) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
     while !batch.is_empty() {
         let records: Vec<AuditRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
         let req = PutAuditEventsRequest {
@@ -169,27 +256,57 @@ async fn send_batch(
             .call(req, |mut c, r| async move { c.put_audit_events(r).await })
             .await
         {
-            Ok(resp) => return Ok((resp.accepted, refused)),
+            Ok(resp) => {
+                if resp.duplicate {
+                    out.duplicates += resp.accepted;
+                } else {
+                    out.duplicates += resp.duplicate_events;
+                    out.stored += resp.accepted.saturating_sub(resp.duplicate_events);
+                }
+                return Ok(out);
+            }
             Err(status) if status.code() == tonic::Code::InvalidArgument => {
                 let Some(i) = refused_index(status.message()).filter(|i| *i < batch.len()) else {
                     bail!("server refused a batch: {}", status.message());
                 };
                 let (_, origin) = batch.remove(i);
-                let detail = status.message().split_once(']').map_or("", |(_, d)| d);
-                eprintln!("{}: record {}{detail}", origin.file.display(), origin.index);
-                refused += 1;
+                let reason = status
+                    .message()
+                    .split_once(']')
+                    .map_or(status.message(), |(_, d)| d)
+                    .trim_start_matches('.')
+                    .to_string();
+                out.refused.push((origin, reason));
             }
             Err(status) => bail!("server error: {} ({:?})", status.message(), status.code()),
         }
     }
-    Ok((0, refused))
+    Ok(out)
+}
+
+/// The refusals grouped by reason, most frequent first, each with its first place.
+fn refusal_summary(refused: &[(Origin, String)]) -> Vec<(String, usize, String)> {
+    let mut groups: Vec<(String, usize, String)> = Vec::new();
+    for (origin, reason) in refused {
+        match groups.iter_mut().find(|g| g.0 == *reason) {
+            Some(g) => g.1 += 1,
+            None => groups.push((
+                reason.clone(),
+                1,
+                format!("{} record {}", origin.file.display(), origin.index),
+            )),
+        }
+    }
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    groups
 }
 
 /// Runs `import`.
 ///
 /// # Errors
-/// Unreadable or malformed files, or a server that refuses or stays unreachable. Files before
-/// the failure stay imported; a re-run skips them (same batch ids, same event ids).
+/// Unreadable or malformed files, refused events, or a server that refuses or stays
+/// unreachable. Files before the failure stay imported; a re-run skips them (same batch ids,
+/// same event ids).
 pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> {
     let client = Client::connect(conn)?;
     let (files, digests) = find_files(&a.paths)?;
@@ -197,7 +314,7 @@ pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> 
         eprintln!("skipped {digests} CloudTrail digest files (signatures, not events)");
     }
     if files.is_empty() {
-        bail!("no .json or .json.gz files found");
+        bail!("no .json, .jsonl or .ndjson files found (gzipped or not)");
     }
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
@@ -206,7 +323,8 @@ pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> 
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (mut events, mut accepted, mut refused) = (0u64, 0u64, 0u64);
+    let (mut events, mut filled) = (0u64, 0u64);
+    let mut total = Outcome::default();
     for path in &files {
         let text = read_file(path)?;
         let records = records_of(path, &text)?;
@@ -215,7 +333,14 @@ pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> 
         let mut current = Vec::new();
         let mut bytes = 0;
         for (index, raw) in records.into_iter().enumerate() {
-            let json = raw.get().to_string();
+            let mut json = raw.get().to_string();
+            if a.fill_missing_ids
+                && let Some(with_id) = with_derived_id(&json)
+                    .with_context(|| format!("{} record {index}", path.display()))?
+            {
+                json = with_id;
+                filled += 1;
+            }
             if !current.is_empty()
                 && (current.len() == BATCH_RECORDS || bytes + json.len() + 16 > BATCH_BYTES)
             {
@@ -238,23 +363,31 @@ pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> 
             futures::stream::iter(batches.into_iter().map(|b| send_batch(&client, b)))
                 .buffer_unordered(CONCURRENCY);
         while let Some(r) = results.next().await {
-            let (ok, bad) = r?;
-            accepted += ok;
-            refused += bad;
+            let o = r?;
+            total.stored += o.stored;
+            total.duplicates += o.duplicates;
+            total.refused.extend(o.refused);
         }
         bar.inc(1);
-        bar.set_message(format!("{accepted} events"));
+        bar.set_message(format!("{} events stored", total.stored));
     }
     bar.finish_and_clear();
+    let refused = total.refused.len();
     eprintln!(
-        "imported {accepted} of {events} events from {} files{}",
+        "{events} events read from {} files: {} stored, {} duplicates (an event with the same \
+         eventID is already stored), {refused} refused{}",
         files.len(),
-        if refused > 0 {
-            format!(" ({refused} refused, listed above)")
+        total.stored,
+        total.duplicates,
+        if filled > 0 {
+            format!("; {filled} given a derived eventID")
         } else {
             String::new()
         }
     );
+    for (reason, n, first) in refusal_summary(&total.refused) {
+        eprintln!("  refused {n}: {reason} (first: {first})");
+    }
     if refused > 0 {
         bail!("{refused} events were refused");
     }

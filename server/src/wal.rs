@@ -66,6 +66,7 @@ impl WalRecord {
             accepted: self.accepted,
             rejected: self.rejected.clone(),
             duplicate,
+            duplicate_events: 0,
         }
     }
 
@@ -131,7 +132,8 @@ impl DedupIndex {
 /// Receives records once they are durable; the memory buffer implements it.
 pub trait Applier: Send + Sync + 'static {
     /// Applies a durable record. `prepared` is what the request handler already computed.
-    fn apply(&self, record: WalRecord, prepared: Option<crate::ingest::Prepared>);
+    /// Returns how many of its audit events were already stored (by `eventID`) and dropped.
+    fn apply(&self, record: WalRecord, prepared: Option<crate::ingest::Prepared>) -> u64;
 }
 
 /// Settings of the write-ahead log.
@@ -552,17 +554,21 @@ impl Writer {
         }
         let mut responses: HashMap<DedupKey, IngestResponse> = HashMap::new();
         for p in written {
-            let response = p.record.response(false);
+            let mut response = p.record.response(false);
+            let mut again = p.record.response(true);
             let key = p.record.dedup_key();
+            let (seq, received_ms) = (p.record.seq, p.record.received_ms);
+            let duplicate_events = self.applier.apply(p.record, p.prepared);
+            response.duplicate_events = duplicate_events;
+            again.duplicate_events = duplicate_events;
             lock(&self.dedup).map.insert(
                 key.clone(),
                 DedupValue {
-                    seq: p.record.seq,
-                    received_ms: p.record.received_ms,
-                    response: p.record.response(true),
+                    seq,
+                    received_ms,
+                    response: again,
                 },
             );
-            self.applier.apply(p.record, p.prepared);
             responses.insert(key, response.clone());
             let _ = p.reply.send(Ok(response));
         }

@@ -32,15 +32,20 @@ async fn all_2900_cloudtrail_events_land_once_with_athena_column_names() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("imported 2900 of 2900 events from 55 files"),
+        stderr.contains("2900 events read from 55 files: 2900 stored, 0 duplicates"),
         "{stderr}"
     );
-    // Importing again (redelivery) stores nothing new.
+    // Importing again (redelivery) stores nothing new, and says so.
     let out = import(&server, &fixtures().join("cloudtrail"));
     assert!(
         out.status.success(),
         "second import failed: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2900 events read from 55 files: 0 stored, 2900 duplicates"),
+        "{stderr}"
     );
     server.stop().await;
 
@@ -128,9 +133,103 @@ async fn a_malformed_file_is_reported_with_its_position() {
         "a refused record makes the import fail"
     );
     assert!(
-        stderr.contains("partly.json: record 1") && stderr.contains("eventTime"),
+        stderr.contains("partly.json record 1") && stderr.contains("eventTime"),
         "{stderr}"
     );
-    assert!(stderr.contains("imported 2 of 3 events"), "{stderr}");
+    assert!(
+        stderr.contains("3 events read from 1 files: 2 stored, 0 duplicates")
+            && stderr.contains("1 refused"),
+        "{stderr}"
+    );
     server.stop().await;
+}
+
+/// Two records with one `eventID` store one and say so; arrays of events and JSON Lines are
+/// read as delivery files are; refusals are grouped by reason; `--fill-missing-ids` gives
+/// events without an id one that a re-import finds again.
+#[tokio::test]
+async fn imports_count_stored_duplicate_and_refused_events_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = ServerOptions::local(dir.path()).with_args(&["--no-self-audit"]);
+    let mut server = TestServer::start(opts.clone()).await;
+    let event = |id: &str, sec: u32| {
+        format!(
+            r#"{{"eventVersion":"1.08","eventID":"{id}","eventTime":"2023-07-10T11:40:{sec:02}Z","eventSource":"s3.amazonaws.com","eventName":"GetObject"}}"#
+        )
+    };
+    let files = dir.path().join("in");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    // A delivery file whose two records share an id.
+    std::fs::write(
+        files.join("a.json"),
+        format!(
+            r#"{{"Records":[{},{}]}}"#,
+            event("same", 1),
+            event("same", 1)
+        ),
+    )
+    .expect("write");
+    // A bare array, and JSON Lines with a blank line.
+    std::fs::write(
+        files.join("b.json"),
+        format!("[{},{}]", event("arr-1", 2), event("arr-2", 3)),
+    )
+    .expect("write");
+    std::fs::write(
+        files.join("c.jsonl"),
+        format!("{}\n\n{}\n", event("line-1", 4), event("line-2", 5)),
+    )
+    .expect("write");
+    let out = import(&server, &files);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("6 events read from 3 files: 5 stored, 1 duplicates"),
+        "{stderr}"
+    );
+
+    // Refusals grouped by reason.
+    let bad = dir.path().join("bad.jsonl");
+    let no_time = r#"{"eventID":"x1","eventSource":"s3.amazonaws.com"}"#;
+    let no_time2 = r#"{"eventID":"x2","eventSource":"s3.amazonaws.com"}"#;
+    let no_id = r#"{"eventTime":"2023-07-10T11:40:06Z","eventSource":"s3.amazonaws.com","eventName":"PutObject"}"#;
+    std::fs::write(&bad, format!("{no_time}\n{no_time2}\n{no_id}\n")).expect("write");
+    let out = import(&server, &bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("0 stored, 0 duplicates") && stderr.contains("3 refused"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused 2: eventTime"), "{stderr}");
+    assert!(stderr.contains("refused 1: eventID"), "{stderr}");
+
+    // With derived ids, the event without one is stored, once however often it is imported.
+    let only = dir.path().join("no-id.jsonl");
+    std::fs::write(&only, format!("{no_id}\n")).expect("write");
+    for (run, want) in [(1, "1 stored, 0 duplicates"), (2, "0 stored, 1 duplicates")] {
+        let out = Command::new(bin_path("watchtrail"))
+            .env("WATCHTRAIL_API_KEY", &server.key)
+            .args(["--server", &format!("http://{}", server.grpc), "import"])
+            .arg("--fill-missing-ids")
+            .arg(&only)
+            .output()
+            .expect("run import");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {stderr}");
+        assert!(stderr.contains(want), "run {run}: {stderr}");
+        assert!(stderr.contains("1 given a derived eventID"), "{stderr}");
+    }
+    server.stop().await;
+    let storage = Storage::from_url(&opts.store).expect("store");
+    let ids = column_counts(&storage, "default", TableKind::Audit, "eventid").await;
+    assert_eq!(
+        ids.len(),
+        6,
+        "five events and the one with a derived id: {ids:?}"
+    );
+    assert!(
+        ids.values().all(|n| *n == 1),
+        "an event was stored twice: {ids:?}"
+    );
 }

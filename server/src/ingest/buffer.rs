@@ -41,6 +41,15 @@ const BATCH_STRING_BYTES: usize = 256 << 20;
 const MAX_ENCODE_THREADS: usize = 8;
 /// Rows per file below which a metrics chunk is not cut across threads.
 const MIN_ROWS_PER_PART: usize = 1 << 20;
+/// What applying one WAL record did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Rows added to the buffer.
+    pub rows: usize,
+    /// Audit events dropped because an event with their `eventID` is already stored.
+    pub duplicates: u64,
+}
+
 /// Audit event ids remembered per tenant to store CloudTrail's duplicate deliveries once.
 const AUDIT_DEDUP_CAPACITY: usize = 4_000_000;
 
@@ -794,7 +803,7 @@ impl Buffers {
         self.audit_loaded.contains(tenant)
     }
 
-    fn apply(&mut self, record: WalRecord, prepared: Option<Prepared>) -> usize {
+    fn apply(&mut self, record: WalRecord, prepared: Option<Prepared>) -> Applied {
         let seq = record.seq;
         self.applied_seq = self.applied_seq.max(seq);
         let Some(kind) = TableKind::from_tag(record.kind as u8) else {
@@ -803,15 +812,18 @@ impl Buffers {
                 kind = record.kind,
                 "skipping a WAL record of unknown kind"
             );
-            return 0;
+            return Applied::default();
         };
         let tenant = record.tenant.clone();
+        let mut duplicates = 0;
         let added = match kind {
             TableKind::Metrics => {
-                let Some(req) = record.metrics else { return 0 };
+                let Some(req) = record.metrics else {
+                    return Applied::default();
+                };
                 let table = self.table(&tenant, kind);
                 let ChunkData::Metrics(m) = &mut table.pending.data else {
-                    return 0;
+                    return Applied::default();
                 };
                 let mut rows = 0;
                 for s in req.series {
@@ -822,7 +834,9 @@ impl Buffers {
                 rows
             }
             TableKind::Logs => {
-                let Some(req) = record.logs else { return 0 };
+                let Some(req) = record.logs else {
+                    return Applied::default();
+                };
                 match logs_batch(&req, record.received_ms) {
                     Ok(batch) => self.push_batch(&tenant, kind, batch),
                     Err(e) => {
@@ -859,6 +873,7 @@ impl Buffers {
                     .filter(|e| seen.insert(&e.event_id))
                     .map(|e| &e.row)
                     .collect();
+                duplicates = (events.len() - fresh.len()) as u64;
                 if fresh.is_empty() {
                     0
                 } else {
@@ -880,7 +895,10 @@ impl Buffers {
             p.rows += added;
             p.since.get_or_insert_with(Instant::now);
         }
-        added
+        Applied {
+            rows: added,
+            duplicates,
+        }
     }
 
     fn push_batch(&mut self, tenant: &str, kind: TableKind, batch: RecordBatch) -> usize {
@@ -1072,10 +1090,11 @@ impl BufferHandle {
 }
 
 impl Applier for BufferHandle {
-    fn apply(&self, record: WalRecord, prepared: Option<Prepared>) {
+    fn apply(&self, record: WalRecord, prepared: Option<Prepared>) -> u64 {
         let mut b = lock(&self.inner);
-        b.apply(record, prepared);
+        let applied = b.apply(record, prepared);
         self.metrics.buffered_rows.set(b.rows() as u64);
+        applied.duplicates
     }
 }
 

@@ -7,8 +7,9 @@ use super::*;
 struct Recorder(StdMutex<Vec<u64>>);
 
 impl Applier for Recorder {
-    fn apply(&self, record: WalRecord, _: Option<crate::ingest::Prepared>) {
+    fn apply(&self, record: WalRecord, _: Option<crate::ingest::Prepared>) -> u64 {
         self.0.lock().expect("lock").push(record.seq);
+        0
     }
 }
 

@@ -216,8 +216,20 @@ fn audit_events_with_a_known_event_id_are_stored_once() {
     }
     };
     b.remember_audit_ids("t", ["stored-before"]);
-    assert_eq!(b.apply(rec(1, &["a", "b", "a"]), None), 2);
-    assert_eq!(b.apply(rec(2, &["b", "c", "stored-before"]), None), 1);
+    assert_eq!(
+        b.apply(rec(1, &["a", "b", "a"]), None),
+        Applied {
+            rows: 2,
+            duplicates: 1
+        }
+    );
+    assert_eq!(
+        b.apply(rec(2, &["b", "c", "stored-before"]), None),
+        Applied {
+            rows: 1,
+            duplicates: 2
+        }
+    );
     let key = TableKey {
         tenant: "t".into(),
         kind: TableKind::Audit,
@@ -248,7 +260,7 @@ fn log_rows_carry_origin_and_ingest_time() {
         }),
         ..Default::default()
     };
-    assert_eq!(b.apply(rec, None), 1);
+    assert_eq!(b.apply(rec, None).rows, 1);
     let key = TableKey {
         tenant: "t".into(),
         kind: TableKind::Logs,
