@@ -1,6 +1,10 @@
 //! Functions that Athena users write in CloudTrail queries, so those queries run unchanged:
 //! `json_extract_scalar(json, '$.path')`, `json_extract(json, '$.path')` and
-//! `from_iso8601_timestamp(text)`. The `json_get*` family comes from `datafusion-functions-json`.
+//! `from_iso8601_timestamp(text)`. Paths may hold wildcards (`$.items[*].name`, `$.o.*`), which
+//! reach a list: `json_extract` answers it as a JSON array and `json_extract_scalar` as NULL (an
+//! array is not a scalar). A JSON `null` is the JSON value `null` to `json_extract` and SQL NULL
+//! to `json_extract_scalar`, as in Trino. The `json_get*` family comes from
+//! `datafusion-functions-json`.
 //! Also CloudWatch's filter patterns: `filter_pattern_match(pattern, text)` and
 //! `filter_pattern_value(pattern, text, selector)`, which metric filters compile to.
 
@@ -133,6 +137,8 @@ fn filter_pattern_value(args: &[ColumnarValue]) -> Result<ColumnarValue> {
 enum Step {
     Key(String),
     Index(usize),
+    /// `[*]` or `.*`: every element of an array, every value of an object.
+    Wildcard,
 }
 
 /// Parses the subset of JSONPath that Presto's `json_extract` accepts.
@@ -157,7 +163,11 @@ fn parse_path(path: &str) -> Result<Vec<Step>> {
                 if key.is_empty() {
                     return Err(bad("empty key after `.`"));
                 }
-                steps.push(Step::Key(key));
+                steps.push(if key == "*" {
+                    Step::Wildcard
+                } else {
+                    Step::Key(key)
+                });
             }
             '[' => {
                 let mut inner = String::new();
@@ -173,7 +183,9 @@ fn parse_path(path: &str) -> Result<Vec<Step>> {
                     return Err(bad("missing `]`"));
                 }
                 let inner = inner.trim();
-                if let Some(q) = inner
+                if inner == "*" {
+                    steps.push(Step::Wildcard);
+                } else if let Some(q) = inner
                     .strip_prefix('"')
                     .and_then(|s| s.strip_suffix('"'))
                     .or_else(|| inner.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
@@ -192,14 +204,41 @@ fn parse_path(path: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
+/// The value at a path without wildcards.
 fn walk<'a>(mut v: &'a Value, steps: &[Step]) -> Option<&'a Value> {
     for s in steps {
         v = match s {
             Step::Key(k) => v.get(k.as_str())?,
             Step::Index(i) => v.get(*i)?,
+            Step::Wildcard => return None,
         };
     }
     Some(v)
+}
+
+/// Every value a path with wildcards reaches, in document order.
+fn walk_all<'a>(v: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
+    let Some((first, rest)) = steps.split_first() else {
+        out.push(v);
+        return;
+    };
+    match first {
+        Step::Key(k) => {
+            if let Some(next) = v.get(k.as_str()) {
+                walk_all(next, rest, out);
+            }
+        }
+        Step::Index(i) => {
+            if let Some(next) = v.get(*i) {
+                walk_all(next, rest, out);
+            }
+        }
+        Step::Wildcard => match v {
+            Value::Array(items) => items.iter().for_each(|x| walk_all(x, rest, out)),
+            Value::Object(map) => map.values().for_each(|x| walk_all(x, rest, out)),
+            _ => {}
+        },
+    }
 }
 
 fn json_extract(args: &[ColumnarValue], scalar: bool) -> Result<ColumnarValue> {
@@ -231,11 +270,25 @@ fn json_extract(args: &[ColumnarValue], scalar: bool) -> Result<ColumnarValue> {
             out.append_null();
             continue;
         };
+        if steps.contains(&Step::Wildcard) {
+            // A path with wildcards reaches a list of values: JSON's array of them for
+            // json_extract, and (an array not being a scalar) NULL for json_extract_scalar.
+            if scalar {
+                out.append_null();
+            } else {
+                let mut found = Vec::new();
+                walk_all(&doc, steps, &mut found);
+                out.append_value(Value::Array(found.into_iter().cloned().collect()).to_string());
+            }
+            continue;
+        }
         match walk(&doc, steps) {
-            None | Some(Value::Null) => out.append_null(),
+            None => out.append_null(),
+            // JSON null: json_extract gives the JSON value `null`, json_extract_scalar SQL NULL.
+            Some(Value::Null) if scalar => out.append_null(),
             Some(Value::String(s)) if scalar => out.append_value(s),
-            Some(Value::Bool(_) | Value::Number(_) | Value::String(_)) if scalar => {
-                out.append_value(walk(&doc, steps).map(Value::to_string).unwrap_or_default())
+            Some(v @ (Value::Bool(_) | Value::Number(_))) if scalar => {
+                out.append_value(v.to_string())
             }
             // Presto's json_extract_scalar gives null for arrays and objects.
             Some(_) if scalar => out.append_null(),
@@ -302,6 +355,22 @@ mod tests {
         );
         assert_eq!(extract(doc, "$.missing", true), None);
         assert_eq!(extract("not json", "$.a", true), None);
+    }
+
+    #[test]
+    fn wildcards_and_json_null_answer_as_athena_does() {
+        let doc = r#"{"items":[{"name":"a","n":1},{"name":"b"},{"other":2}],"gone":null,"o":{"x":1,"y":"z"}}"#;
+        assert_eq!(
+            extract(doc, "$.items[*].name", false).as_deref(),
+            Some(r#"["a","b"]"#)
+        );
+        assert_eq!(extract(doc, "$.items[*].name", true), None);
+        assert_eq!(extract(doc, "$.o.*", false).as_deref(), Some(r#"[1,"z"]"#));
+        assert_eq!(extract(doc, "$.missing[*]", false).as_deref(), Some("[]"));
+        // JSON null: the JSON value for json_extract, SQL NULL for json_extract_scalar.
+        assert_eq!(extract(doc, "$.gone", false).as_deref(), Some("null"));
+        assert_eq!(extract(doc, "$.gone", true), None);
+        assert_eq!(extract(doc, "$.absent", false), None);
     }
 
     #[test]
