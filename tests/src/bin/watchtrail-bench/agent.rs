@@ -12,20 +12,45 @@ use anyhow::{Context as _, bail};
 use super::{cpu_seconds, start_server, stop_server};
 
 /// What to run.
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct Options {
     /// Seconds of the measurement window.
+    #[arg(long, default_value_t = 120)]
     pub(crate) seconds: u64,
-    /// Host metrics interval for all three collectors.
+    /// Host metrics interval for all three collectors, in seconds.
+    #[arg(long = "interval", default_value_t = 60)]
     pub(crate) interval_s: u64,
     /// Log lines appended per second during the window.
+    #[arg(long, default_value_t = 1000)]
     pub(crate) lines_per_sec: u64,
     /// Lines for the throughput run (0 skips it).
+    #[arg(long, default_value_t = 2_000_000)]
     pub(crate) throughput_lines: u64,
     /// Skip node_exporter and collectd.
+    #[arg(long)]
     pub(crate) no_peers: bool,
     /// Skip the footprint run.
+    #[arg(long)]
     pub(crate) throughput_only: bool,
+}
+
+/// Fails at once when the agent's log says the server refuses it for good or for its key (a
+/// benchmark that cannot send must not wait out its timeout).
+fn refused_fast(agent_dir: &Path) -> anyhow::Result<()> {
+    let log = std::fs::read_to_string(agent_dir.join("agent.log")).unwrap_or_default();
+    for line in log.lines() {
+        if [
+            "Unauthenticated",
+            "PermissionDenied",
+            "refused a request for good",
+        ]
+        .iter()
+        .any(|m| line.contains(m))
+        {
+            bail!("the server refuses the agent: {line}");
+        }
+    }
+    Ok(())
 }
 
 fn rss_mib(pid: u32, field: &str) -> f64 {
@@ -78,6 +103,7 @@ fn start_agent(dir: &Path, config: &str) -> anyhow::Result<Killed> {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("agent.log"))?)
         .spawn()
+        .inspect(crate::track)
         .context("start watchtrail-agent")?;
     Ok(Killed(child))
 }
@@ -143,9 +169,10 @@ async fn footprint(o: &Options, dir: &Path) -> anyhow::Result<Vec<Measured>> {
     std::fs::write(&log, "")?;
     // The default configuration, plus one log file and the interval of this run.
     let config = format!(
-        "server = \"{}\"\nstate_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\n[metrics]\ninterval = \"{}s\"\n\
+        "server = \"{}\"\napi_key_file = \"{}\"\nstate_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\n[metrics]\ninterval = \"{}s\"\n\
          [[logs.files]]\npath = \"{}\"\nlog_group = \"/bench/app\"\n",
         server.grpc,
+        dir.join("server/admin.key").display(),
         dir.join("agent-state").display(),
         o.interval_s,
         log.display()
@@ -160,6 +187,7 @@ async fn footprint(o: &Options, dir: &Path) -> anyhow::Result<Vec<Measured>> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .inspect(crate::track)
             .context("prometheus-node-exporter (apt-get install prometheus-node-exporter)")?;
         peers.push((
             "prometheus-node-exporter, scraped every interval".into(),
@@ -185,6 +213,7 @@ async fn footprint(o: &Options, dir: &Path) -> anyhow::Result<Vec<Measured>> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .inspect(crate::track)
             .context("collectd (apt-get install collectd-core)")?;
         peers.push((
             "collectd (cpu, memory, swap, df, disk, interface, processes, tcpconns, csv)".into(),
@@ -267,9 +296,10 @@ async fn throughput(lines: u64, dir: &Path) -> anyhow::Result<(f64, f64, f64)> {
     let server = start_server(&dir.join("tserver"), &["--flush-max-age", "10s"])?;
     let http_port = free_port()?;
     let config = format!(
-        "server = \"{}\"\nstate_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\n[metrics]\nenabled = false\n\
+        "server = \"{}\"\napi_key_file = \"{}\"\nstate_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{http_port}\"\n[metrics]\nenabled = false\n\
          [[logs.files]]\npath = \"{}\"\nlog_group = \"/bench/big\"\nstart_position = \"beginning\"\n",
         server.grpc,
+        dir.join("tserver/admin.key").display(),
         dir.join("tagent-state").display(),
         log.display()
     );
@@ -284,6 +314,7 @@ async fn throughput(lines: u64, dir: &Path) -> anyhow::Result<(f64, f64, f64)> {
         {
             break;
         }
+        refused_fast(&dir.join("tagent"))?;
         if started.elapsed() > Duration::from_secs(600) {
             bail!("the agent did not ship {lines} lines within 10 minutes");
         }

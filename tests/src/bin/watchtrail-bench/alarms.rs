@@ -16,22 +16,35 @@ use super::{client, cpu_seconds, now_ms, start_server, stop_server};
 const PERIOD_MS: i64 = 10_000;
 
 /// What to run.
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct Options {
     /// Breach rounds per system.
+    #[arg(long, default_value_t = 5)]
     pub(crate) rounds: usize,
     /// Alarms for the CPU measurement.
+    #[arg(long, default_value_t = 1000)]
     pub(crate) alarms: usize,
     /// Seconds of each CPU measurement window.
+    #[arg(long, default_value_t = 120)]
     pub(crate) cpu_window: u64,
-    /// Late-data delay given to both systems.
+    /// Late-data delay given to both systems, in seconds.
+    #[arg(long = "delay", default_value_t = 1)]
     pub(crate) delay_s: u64,
-    /// Skip vmalert.
+    /// Skip vmalert and Alertmanager.
+    #[arg(long)]
     pub(crate) no_peer: bool,
     /// Skip the latency rounds (CPU only).
+    #[arg(long)]
     pub(crate) cpu_only: bool,
     /// Every alarm on its own metric (no two alarms can share a query).
+    #[arg(long)]
     pub(crate) distinct: bool,
+    /// Seconds of ingest before the CPU baseline is taken.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) warmup: u64,
+    /// Seconds between creating the alarms and measuring (one minute boundary and more).
+    #[arg(long, default_value_t = 70)]
+    pub(crate) settle: u64,
 }
 
 async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
@@ -100,7 +113,18 @@ fn summary(name: &str, v: &mut [f64]) -> String {
 async fn watchtrail_latency(o: &Options, dir: &Path) -> anyhow::Result<Vec<f64>> {
     let receiver = Receiver::start("bench").await;
     let delay = format!("{}s", o.delay_s);
-    let server = start_server(dir, &["--alarm-delay", &delay, "--log-filter", "warn"])?;
+    // The receiver listens on 127.0.0.1, which the egress guard refuses unless allowed.
+    let server = start_server(
+        dir,
+        &[
+            "--alarm-delay",
+            &delay,
+            "--log-filter",
+            "warn",
+            "--webhook-allow-networks",
+            "127.0.0.1",
+        ],
+    )?;
     let mut grpc = client(&server.grpc).await?;
     put_json(
         &server.http,
@@ -221,6 +245,7 @@ async fn vmalert_latency(o: &Options, dir: &Path) -> anyhow::Result<Vec<f64>> {
             .stdout(quiet())
             .stderr(quiet())
             .spawn()
+            .inspect(crate::track)
             .context("start victoria-metrics (apt-get install victoria-metrics)")?,
     );
     peers.children.push(
@@ -235,6 +260,7 @@ async fn vmalert_latency(o: &Options, dir: &Path) -> anyhow::Result<Vec<f64>> {
             .stdout(quiet())
             .stderr(quiet())
             .spawn()
+            .inspect(crate::track)
             .context("start prometheus-alertmanager (apt-get install prometheus-alertmanager)")?,
     );
     wait_http(vm, "/health").await?;
@@ -252,6 +278,7 @@ async fn vmalert_latency(o: &Options, dir: &Path) -> anyhow::Result<Vec<f64>> {
             .stdout(quiet())
             .stderr(quiet())
             .spawn()
+            .inspect(crate::track)
             .context("start vmalert")?,
     );
     wait_http(vma, "/health").await?;
@@ -345,7 +372,7 @@ async fn alarm_cpu(o: &Options, dir: &Path) -> anyhow::Result<()> {
         }
     });
     let window = Duration::from_secs(o.cpu_window);
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(o.warmup)).await;
     let c0 = cpu_seconds(pid);
     tokio::time::sleep(window).await;
     let base = (cpu_seconds(pid) - c0) / window.as_secs_f64();
@@ -364,7 +391,7 @@ async fn alarm_cpu(o: &Options, dir: &Path) -> anyhow::Result<()> {
         .await?;
     }
     // One full minute to load and evaluate them once, then measure.
-    tokio::time::sleep(Duration::from_secs(70)).await;
+    tokio::time::sleep(Duration::from_secs(o.settle)).await;
     let (_, m0) = http(&server.http, "GET", "/metrics", "").await?;
     let c1 = cpu_seconds(pid);
     tokio::time::sleep(window).await;

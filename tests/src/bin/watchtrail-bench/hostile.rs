@@ -18,12 +18,16 @@ const HOSTILE: &[&str] = &[
     "SELECT max(length(regexp_replace(repeat('ab', 50000), '(a|b)+', repeat('c', 100), 'g'))) FROM range(1, 100000)",
 ];
 
+#[derive(Debug, clap::Args)]
 pub(crate) struct Options {
     /// Hostile queries running at once.
+    #[arg(long, default_value_t = 8)]
     pub(crate) hostile: usize,
-    /// How long the hostile load runs.
+    /// How long the hostile load runs, in seconds.
+    #[arg(long, default_value_t = 60)]
     pub(crate) seconds: u64,
-    /// The server's `--query-timeout`.
+    /// The server's `--query-timeout`, in seconds.
+    #[arg(long = "query-timeout", default_value_t = 10)]
     pub(crate) timeout_s: u64,
 }
 

@@ -317,7 +317,8 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         .arg(&addr_file)
         .args(extra)
         .stdin(Stdio::null())
-        .spawn()?;
+        .spawn()
+        .inspect(crate::track)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // The addresses are written as soon as the ports are bound; the first admin key a
@@ -341,6 +342,93 @@ fn start_server(dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
             bail!("server did not start");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Server {
+    /// A server the benchmark did not stop (it failed first) is killed, never left running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether this is a smoke run (`--smoke`).
+static SMOKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the peer program `name` can be run: true when it is on the PATH; in a smoke run a
+/// missing peer is skipped with a printed reason, in a real run it is an error.
+pub(crate) fn peer(name: &str, install: &str) -> anyhow::Result<bool> {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name)).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    });
+    if found {
+        Ok(true)
+    } else if SMOKE.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("smoke run: skipping {name}, which is not installed ({install})");
+        Ok(false)
+    } else {
+        bail!("{name} is not installed ({install}); it is this benchmark's peer")
+    }
+}
+
+/// Whether `python` can import `module` (DuckDB, the query benchmark's peer); a smoke run skips
+/// a missing one with a printed reason, a real run fails.
+pub(crate) fn python_peer(python: &str, module: &str) -> anyhow::Result<bool> {
+    let ok = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(true)
+    } else if SMOKE.load(std::sync::atomic::Ordering::Relaxed) {
+        println!(
+            "smoke run: skipping {module}, which {python} cannot import (scripts/bench installs it)"
+        );
+        Ok(false)
+    } else {
+        bail!(
+            "{python} cannot import {module} (scripts/bench installs it); it is this benchmark's peer"
+        )
+    }
+}
+
+/// Every process a benchmark started, by pid: stopped when the benchmark is interrupted.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a process the benchmark started (`.spawn().inspect(crate::track)`).
+pub(crate) fn track(child: &Child) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.push(child.id());
+    }
+}
+
+/// Sends SIGTERM to every tracked process that is still this benchmark's child (a pid whose
+/// parent is not us was reaped and may belong to someone else now).
+fn stop_children() {
+    let me = std::process::id().to_string();
+    let pids = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
+    for pid in pids {
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_string();
+                rest.split_whitespace().nth(1).map(str::to_string)
+            });
+        if parent.as_deref() == Some(me.as_str()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
     }
 }
 
@@ -525,6 +613,9 @@ async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow
         bail!("acked {acked} of {points}");
     }
 
+    if !peer("victoria-metrics", "apt-get install victoria-metrics")? {
+        return Ok(());
+    }
     // VictoriaMetrics, fed the same points as Influx line protocol by one sequential client.
     let vm_dir = tempfile::tempdir()?;
     let port = {
@@ -542,6 +633,7 @@ async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow
         ])
         .stdin(Stdio::null())
         .spawn()
+        .inspect(crate::track)
         .context("start victoria-metrics (apt-get install victoria-metrics)")?;
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(&addr).await.is_ok() {
@@ -577,7 +669,33 @@ async fn bench_metrics(hosts_n: usize, hours: u64, concurrency: usize) -> anyhow
 
 fn loghub_lines(root: &Path, megabytes: usize) -> anyhow::Result<Vec<String>> {
     let mut base = Vec::new();
-    for e in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+    if !root.is_dir() && SMOKE.load(std::sync::atomic::Ordering::Relaxed) {
+        println!(
+            "smoke run: no loghub corpus at {}; sending generated lines",
+            root.display()
+        );
+        base = (0..5_000)
+            .map(|i| {
+                format!(
+                    "2026-12-03T10:{:02}:{:02}Z INFO worker-{} request id={i} path=/api/v1/items/{} status={} ms={}",
+                    i / 60 % 60,
+                    i % 60,
+                    i % 7,
+                    i % 97,
+                    [200, 200, 200, 404, 500][i % 5],
+                    i % 250
+                )
+            })
+            .collect();
+    }
+    let entries = if base.is_empty() {
+        std::fs::read_dir(root)
+            .with_context(|| format!("read {}", root.display()))?
+            .collect::<Vec<_>>()
+    } else {
+        Vec::new()
+    };
+    for e in entries {
         let dir = e?.path();
         if !dir.is_dir() {
             continue;
@@ -670,6 +788,9 @@ async fn bench_logs(root: &Path, megabytes: usize, concurrency: usize) -> anyhow
         stored as f64 / 1e6,
     );
     print_column_sizes(&store)?;
+    if !peer("zstd", "apt-get install zstd")? {
+        return Ok(());
+    }
     let raw = dir.path().join("raw.log");
     std::fs::write(&raw, lines.join("\n"))?;
     let started = Instant::now();
@@ -689,112 +810,199 @@ async fn bench_logs(root: &Path, megabytes: usize, concurrency: usize) -> anyhow
     Ok(())
 }
 
+/// Watchtrail's benchmarks, each beside its peer in the same run where it has one. Build in
+/// release mode first (`scripts/bench` does it). Every subcommand also runs at sizes small
+/// enough for seconds, which `./scripts/test` uses, so that a benchmark that stops working
+/// fails CI.
+#[derive(Debug, clap::Parser)]
+#[command(name = "watchtrail-bench")]
+struct Cli {
+    /// Ingest requests in flight at once.
+    #[arg(long, global = true, default_value_t = 8)]
+    concurrency: usize,
+    /// Send ingest requests zstd-compressed.
+    #[arg(long, global = true)]
+    zstd: bool,
+    /// Sizes that run in seconds (what `./scripts/test` runs); a peer that is not installed is
+    /// skipped with a printed reason (in a real run it is an error).
+    #[arg(long, global = true)]
+    smoke: bool,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+/// Sizes shared by the metric benchmarks.
+#[derive(Debug, clap::Args)]
+struct Tsbs {
+    /// Hosts of the TSBS cpu-only data.
+    #[arg(long, default_value_t = 100)]
+    hosts: usize,
+    /// Hours of data.
+    #[arg(long, default_value_t = 24)]
+    hours: u64,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Bench {
+    /// Metrics ingest beside VictoriaMetrics: points/s, bytes/point, peak RSS.
+    Metrics {
+        #[command(flatten)]
+        tsbs: Tsbs,
+    },
+    /// Logs ingest of a loghub corpus beside `zstd -3`.
+    Logs {
+        /// The loghub corpus directory.
+        #[arg(long, default_value = "../shared/testdata/loghub")]
+        loghub: PathBuf,
+        /// Megabytes of log lines to send.
+        #[arg(long, default_value_t = 256)]
+        megabytes: usize,
+    },
+    /// TSBS and audit queries beside DuckDB over the same files.
+    Query(query::Options),
+    /// Alarm latency beside vmalert + Alertmanager, and the CPU of many alarms.
+    Alarms(alarms::Options),
+    /// Compaction of a day of small flushes.
+    Compaction {
+        #[command(flatten)]
+        tsbs: Tsbs,
+        /// Timed runs.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Rollups of a day of points into resolution tiers.
+    Rollup {
+        #[command(flatten)]
+        tsbs: Tsbs,
+        /// Timed runs.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// The agent's footprint beside node_exporter and collectd, and its log throughput.
+    Agent(agent::Options),
+    /// Other tenants' queries while hostile ones run.
+    Hostile(hostile::Options),
+}
+
+impl Bench {
+    /// The same benchmark at sizes that run in seconds.
+    fn smoke(self) -> Bench {
+        let tsbs = || Tsbs { hosts: 2, hours: 1 };
+        match self {
+            Bench::Metrics { .. } => Bench::Metrics { tsbs: tsbs() },
+            Bench::Logs { loghub, .. } => Bench::Logs {
+                loghub,
+                megabytes: 1,
+            },
+            Bench::Query(o) => Bench::Query(query::Options {
+                hosts: 2,
+                hours: 2,
+                audit_events: 2_000,
+                instances: 1,
+                runs: 1,
+                ..o
+            }),
+            Bench::Alarms(o) => Bench::Alarms(alarms::Options {
+                rounds: 1,
+                alarms: 5,
+                cpu_window: 2,
+                warmup: 1,
+                settle: 2,
+                ..o
+            }),
+            Bench::Compaction { .. } => Bench::Compaction {
+                tsbs: tsbs(),
+                runs: 1,
+            },
+            Bench::Rollup { .. } => Bench::Rollup {
+                tsbs: tsbs(),
+                runs: 1,
+            },
+            Bench::Agent(o) => Bench::Agent(agent::Options {
+                seconds: 3,
+                interval_s: 1,
+                lines_per_sec: 50,
+                throughput_lines: 1_000,
+                ..o
+            }),
+            Bench::Hostile(_) => Bench::Hostile(hostile::Options {
+                hostile: 2,
+                seconds: 3,
+                timeout_s: 2,
+            }),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_else(|| default.to_string())
+    let cli = <Cli as clap::Parser>::parse();
+    // Interrupted (Ctrl-C, or SIGTERM from a CI timeout): stop what was started, then exit.
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("interrupted: stopping the processes this benchmark started");
+        stop_children();
+        std::process::exit(130);
+    });
+    ZSTD_REQUESTS.store(cli.zstd, std::sync::atomic::Ordering::Relaxed);
+    SMOKE.store(cli.smoke, std::sync::atomic::Ordering::Relaxed);
+    let bench = if cli.smoke {
+        cli.bench.smoke()
+    } else {
+        cli.bench
     };
-    let concurrency: usize = flag("--concurrency", "8").parse()?;
-    ZSTD_REQUESTS.store(
-        args.iter().any(|a| a == "--zstd"),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    match args.get(1).map(String::as_str) {
-        Some("metrics") => {
-            bench_metrics(
-                flag("--hosts", "100").parse()?,
-                flag("--hours", "24").parse()?,
-                concurrency,
-            )
-            .await
+    let concurrency = cli.concurrency;
+    let result = match bench {
+        Bench::Metrics { tsbs } => bench_metrics(tsbs.hosts, tsbs.hours, concurrency).await,
+        Bench::Logs { loghub, megabytes } => bench_logs(&loghub, megabytes, concurrency).await,
+        Bench::Query(mut o) => {
+            o.concurrency = concurrency;
+            query::bench_query(o).await
         }
-        Some("logs") => {
-            bench_logs(
-                Path::new(&flag("--loghub", "../shared/testdata/loghub")),
-                flag("--megabytes", "256").parse()?,
-                concurrency,
-            )
-            .await
+        Bench::Alarms(mut o) => {
+            if !o.no_peer {
+                let vm = peer("victoria-metrics", "apt-get install victoria-metrics")?;
+                let vmalert = peer("vmalert", "apt-get install victoria-metrics")?;
+                let am = peer(
+                    "prometheus-alertmanager",
+                    "apt-get install prometheus-alertmanager",
+                )?;
+                o.no_peer = !(vm && vmalert && am);
+            }
+            alarms::bench_alarms(o).await
         }
-        Some("query") => {
-            let home = std::env::var("HOME").unwrap_or_default();
-            query::bench_query(query::Options {
-                hosts: flag("--hosts", "100").parse()?,
-                hours: flag("--hours", "72").parse()?,
-                audit_events: flag("--audit-events", "10000000").parse()?,
-                instances: flag("--instances", "5").parse()?,
-                runs: flag("--runs", "3").parse()?,
-                python: flag(
-                    "--python",
-                    &std::env::var("WATCHTRAIL_PYTHON")
-                        .unwrap_or_else(|_| format!("{home}/.cache/watchtrail-venv/bin/python")),
-                ),
-                concurrency,
-                keep: Some(flag("--keep", ""))
-                    .filter(|d| !d.is_empty())
-                    .map(PathBuf::from),
-            })
-            .await
+        Bench::Compaction { tsbs, runs } => {
+            compaction::bench_compaction(tsbs.hosts, tsbs.hours, runs).await
         }
-        Some("alarms") => {
-            alarms::bench_alarms(alarms::Options {
-                rounds: flag("--rounds", "5").parse()?,
-                alarms: flag("--alarms", "1000").parse()?,
-                cpu_window: flag("--cpu-window", "120").parse()?,
-                delay_s: flag("--delay", "1").parse()?,
-                no_peer: args.iter().any(|a| a == "--no-peer"),
-                cpu_only: args.iter().any(|a| a == "--cpu-only"),
-                distinct: args.iter().any(|a| a == "--distinct"),
-            })
-            .await
+        Bench::Rollup { tsbs, runs } => {
+            compaction::bench_rollup(tsbs.hosts, tsbs.hours, runs).await
         }
-        Some("compaction") => {
-            compaction::bench_compaction(
-                flag("--hosts", "100").parse()?,
-                flag("--hours", "24").parse()?,
-                flag("--runs", "3").parse()?,
-            )
-            .await
+        Bench::Agent(mut o) => {
+            if !o.no_peers {
+                let ne = peer(
+                    "prometheus-node-exporter",
+                    "apt-get install prometheus-node-exporter",
+                )?;
+                let cd = peer("collectd", "apt-get install collectd")?;
+                o.no_peers = !(ne && cd);
+            }
+            agent::bench_agent(o).await
         }
-        Some("rollup") => {
-            compaction::bench_rollup(
-                flag("--hosts", "100").parse()?,
-                flag("--hours", "24").parse()?,
-                flag("--runs", "3").parse()?,
-            )
-            .await
-        }
-        Some("agent") => {
-            agent::bench_agent(agent::Options {
-                seconds: flag("--seconds", "120").parse()?,
-                interval_s: flag("--interval", "60").parse()?,
-                lines_per_sec: flag("--lines-per-sec", "1000").parse()?,
-                throughput_lines: flag("--throughput-lines", "2000000").parse()?,
-                no_peers: args.iter().any(|a| a == "--no-peers"),
-                throughput_only: args.iter().any(|a| a == "--throughput-only"),
-            })
-            .await
-        }
-        Some("hostile") => {
-            hostile::bench_hostile(hostile::Options {
-                hostile: flag("--hostile", "8").parse()?,
-                seconds: flag("--seconds", "60").parse()?,
-                timeout_s: flag("--query-timeout", "10").parse()?,
-            })
-            .await
-        }
-        _ => bail!(
-            "usage: watchtrail-bench metrics [--hosts N --hours H] | logs [--loghub DIR --megabytes N] \
-             | query [--hosts N --hours H --audit-events N --instances N --runs N --python PY --keep DIR] \
-             | alarms [--rounds N --alarms N --cpu-window S --delay S --no-peer --cpu-only --distinct] \
-             | compaction [--hosts N --hours H --runs N] | rollup [--hosts N --hours H --runs N] \
-             | agent [--seconds S --interval S --lines-per-sec N --throughput-lines N --no-peers --throughput-only] \
-             | hostile [--hostile N --seconds S --query-timeout S] [--concurrency N] [--zstd]"
-        ),
+        Bench::Hostile(o) => hostile::bench_hostile(o).await,
+    };
+    if result.is_err() {
+        // Failed part-way: nothing it started outlives it.
+        stop_children();
     }
+    result
 }

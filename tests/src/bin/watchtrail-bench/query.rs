@@ -30,18 +30,39 @@ const HOUR_MS: i64 = 3_600_000;
 const TENANT: &str = "default";
 
 /// Options of the query benchmark.
+#[derive(Debug, clap::Args)]
 pub(crate) struct Options {
+    /// Hosts of the TSBS cpu-only data.
+    #[arg(long, default_value_t = 100)]
     pub(crate) hosts: usize,
+    /// Hours of data.
+    #[arg(long, default_value_t = 72)]
     pub(crate) hours: u64,
+    /// CloudTrail events for the audit queries.
+    #[arg(long, default_value_t = 10_000_000)]
     pub(crate) audit_events: u64,
     /// Random instances of each query shape (hosts and windows drawn like TSBS does).
+    #[arg(long, default_value_t = 5)]
     pub(crate) instances: usize,
     /// Timed runs of each instance, after one warm-up run.
+    #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
+    /// The Python with DuckDB (default: $WATCHTRAIL_PYTHON, else the venv under ~/.cache).
+    #[arg(long, default_value_t = default_python())]
     pub(crate) python: String,
+    /// Requests in flight while loading (the global `--concurrency`).
+    #[arg(skip)]
     pub(crate) concurrency: usize,
     /// Keep the server's data here (for profiling afterwards) instead of a temporary directory.
+    #[arg(long)]
     pub(crate) keep: Option<std::path::PathBuf>,
+}
+
+fn default_python() -> String {
+    std::env::var("WATCHTRAIL_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/watchtrail-venv/bin/python")
+    })
 }
 
 /// One query instance, as the same SQL text for both engines.
@@ -412,6 +433,7 @@ fn time_duckdb(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
+        .inspect(crate::track)
         .with_context(|| format!("start {python} {}", script.display()))?;
     child
         .stdin
@@ -592,6 +614,9 @@ pub(crate) async fn bench_query(o: Options) -> anyhow::Result<()> {
     );
     let ours = time_watchtrail(&server.grpc, &cases, o.runs).await?;
     stop_server(server)?;
+    if !crate::python_peer(&o.python, "duckdb")? {
+        return Ok(());
+    }
     eprintln!("running the same queries in DuckDB");
     let duck = time_duckdb(&o.python, &tables, &cases, o.runs)?;
 
