@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
-use watchtrail_e2e::{ServerOptions, TestServer, bin_path, fixtures, grpc_query};
+use watchtrail_e2e::{ServerOptions, TestServer, fixtures, grpc_query};
 use watchtrail_storage::deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use watchtrail_storage::deltalake::arrow::datatypes::Int64Type;
 
@@ -92,17 +91,7 @@ async fn athena_and_cloudtrail_lake_queries_match_the_raw_json() {
     // The subject is the CloudTrail data itself: no Watchtrail events of its own beside it.
     let server =
         TestServer::start(ServerOptions::local(dir.path()).with_args(&["--no-self-audit"])).await;
-    let out = Command::new(bin_path("watchtrail"))
-        .env("WATCHTRAIL_API_KEY", &server.key)
-        .args(["--server", &format!("http://{}", server.grpc), "import"])
-        .arg(fixtures().join("cloudtrail"))
-        .output()
-        .expect("run import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::import_fixtures(&server);
     let q = |sql: &'static str| {
         let grpc = server.grpc;
         let key = server.key.clone();

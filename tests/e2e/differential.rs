@@ -10,7 +10,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
-use watchtrail_e2e::{ServerOptions, TestServer, bin_path, fixtures, python};
+use watchtrail_e2e::{ServerOptions, TestServer, python};
 use watchtrail_proto::v1::{
     Dimension, LogEvent, MetricSeries, PutLogEventsRequest, PutMetricDataRequest,
 };
@@ -656,17 +656,7 @@ async fn load(server: &TestServer) {
             .await
             .expect("put logs");
     }
-    let out = std::process::Command::new(bin_path("watchtrail"))
-        .env("WATCHTRAIL_API_KEY", &server.key)
-        .args(["--server", &format!("http://{}", server.grpc), "import"])
-        .arg(fixtures().join("cloudtrail"))
-        .output()
-        .expect("run import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::import_fixtures(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

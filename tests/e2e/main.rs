@@ -62,6 +62,21 @@ fn log_batch(id: &str, events: usize) -> PutLogEventsRequest {
     }
 }
 
+/// Imports the invictus CloudTrail fixtures into `server` with `watchtrail import`.
+fn import_fixtures(server: &watchtrail_e2e::TestServer) {
+    let out = std::process::Command::new(watchtrail_e2e::bin_path("watchtrail"))
+        .env("WATCHTRAIL_API_KEY", &server.key)
+        .args(["--server", &format!("http://{}", server.grpc), "import"])
+        .arg(watchtrail_e2e::fixtures().join("cloudtrail"))
+        .output()
+        .expect("run import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use watchtrail_e2e::{ServerOptions, TestServer, bin_path, fixtures, python};
+use watchtrail_e2e::{ServerOptions, TestServer, bin_path, python};
 use watchtrail_proto::v1::{Dimension, MetricSeries, PutMetricDataRequest};
 
 use super::{chrono_now_ms, log_batch};
@@ -61,17 +61,7 @@ async fn python_deltalake_reads_what_watchtrail_wrote() {
             .await
             .expect("put logs");
     }
-    let out = Command::new(bin_path("watchtrail"))
-        .env("WATCHTRAIL_API_KEY", &server.key)
-        .args(["--server", &format!("http://{}", server.grpc), "import"])
-        .arg(fixtures().join("cloudtrail"))
-        .output()
-        .expect("run import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::import_fixtures(&server);
     server.stop().await;
 
     let root = opts.store.trim_start_matches("file://").to_string();
