@@ -656,7 +656,7 @@ async fn load(server: &TestServer) {
             .await
             .expect("put logs");
     }
-    super::import_fixtures(&server);
+    super::import_fixtures(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
