@@ -260,6 +260,7 @@ async fn cloudtrail_files_are_delivered_once_across_restarts() {
         (n >= rest.len() as u64).then_some(())
     })
     .await;
+    // A negative check: give a re-read file the chance to show up before counting for good.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         agent
@@ -542,6 +543,7 @@ async fn refused_items_are_counted_and_not_retried() {
         (sql_count(&server, sql).await >= 5).then_some(())
     })
     .await;
+    // A negative check: no sixth (duplicate) record arrives after the fifth.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sql_count(&server, sql).await, 5);
     assert_eq!(

@@ -652,6 +652,7 @@ async fn the_cli_manages_alarms_filters_and_destinations() {
             .then_some(())
     })
     .await;
+    // A negative check: no retry of the refused delivery comes within the retry backoff.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         receiver

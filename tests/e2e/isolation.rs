@@ -392,8 +392,16 @@ async fn one_tenant_cannot_take_every_query_slot() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, v) = query(&server, &server.key, "SELECT 1 AS one").await;
+    // Once the slow query holds the slot, the tenant's next query is refused.
+    let (status, v) = watchtrail_e2e::wait_for(
+        "the slow query to hold the tenant's only slot",
+        Duration::from_secs(3),
+        || async {
+            let (status, v) = query(&server, &server.key, "SELECT 1 AS one").await;
+            (status == 429).then_some((status, v))
+        },
+    )
+    .await;
     assert_eq!(status, 429, "{v}");
     assert!(v.to_string().contains("tenant-query-concurrency"), "{v}");
     let err = watchtrail_e2e::grpc_query(server.grpc, &server.key, "SELECT 1")
@@ -424,6 +432,7 @@ async fn http_connections_over_the_limit_wait_for_one_to_close() {
     let _second = tokio::net::TcpStream::connect(server.http)
         .await
         .expect("connect");
+    // Both are accepted before the third tries.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A third is not served while they stay open...
     let mut third = tokio::net::TcpStream::connect(server.http)
@@ -467,6 +476,7 @@ async fn grpc_connections_over_the_limit_wait_for_one_to_close() {
     let _second = tokio::net::TcpStream::connect(server.grpc)
         .await
         .expect("connect");
+    // Both are accepted before the third tries.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A third client is not served while they stay open...
     let third = tokio::spawn({
@@ -476,6 +486,7 @@ async fn grpc_connections_over_the_limit_wait_for_one_to_close() {
             watchtrail_e2e::grpc_health(ch).await
         }
     });
+    // A negative check: the third is still waiting a second later.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!third.is_finished(), "served over the limit");
     // ...and is once one of them closes.
