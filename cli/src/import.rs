@@ -186,24 +186,16 @@ pub fn with_derived_id(raw: &str) -> anyhow::Result<Option<String>> {
     {
         return Ok(None);
     }
+    // A version 8 UUID ("made by its writer's own rule") from the text's SHA-256: the same
+    // text always gets the same id.
     let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
-    let h = hex_of(&digest.as_ref()[..16]);
-    // Shaped like a UUID (version 8: made by its writer's own rule), stable for the same text.
-    let id = format!(
-        "{}-{}-8{}-{:x}{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        8 | (u8::from_str_radix(&h[16..17], 16).unwrap_or(0) & 3),
-        &h[17..20],
-        &h[20..32]
-    );
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    let id = uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string();
     event.insert("eventID".into(), serde_json::Value::String(id));
     Ok(Some(serde_json::Value::Object(event).to_string()))
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn content_id(records: &[AuditRecord]) -> String {

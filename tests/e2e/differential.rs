@@ -408,55 +408,28 @@ fn cells_of(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
 fn column_cells(a: &arrow::array::ArrayRef) -> Vec<Cell> {
     use arrow::compute::cast;
     let t = a.data_type();
-    let null = |i: usize| a.is_null(i);
-    if t.is_integer() || matches!(t, DataType::Timestamp(..)) {
-        let c = cast(a, &DataType::Int64).expect("cast to Int64");
-        let c = c.as_primitive::<Int64Type>();
-        (0..c.len())
-            .map(|i| {
-                if null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Int(i128::from(c.value(i)))
-                }
-            })
-            .collect()
-    } else if t.is_floating() || matches!(t, DataType::Decimal128(..)) {
-        let c = cast(a, &DataType::Float64).expect("cast to Float64");
-        let c = c.as_primitive::<Float64Type>();
-        (0..c.len())
-            .map(|i| {
-                if null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Float(c.value(i))
-                }
-            })
-            .collect()
-    } else if matches!(t, DataType::Boolean) {
-        let c = a.as_boolean();
-        (0..c.len())
-            .map(|i| {
-                if null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Bool(c.value(i))
-                }
-            })
-            .collect()
-    } else {
-        let c = cast(a, &DataType::Utf8).expect("cast to Utf8");
-        let c = c.as_string::<i32>();
-        (0..c.len())
-            .map(|i| {
-                if null(i) {
-                    Cell::Null
-                } else {
-                    Cell::Str(c.value(i).to_string())
-                }
-            })
-            .collect()
-    }
+    // Integers and times as i64, floats and decimals as f64, booleans, everything else as text.
+    let casted;
+    let value: Box<dyn Fn(usize) -> Cell + '_> =
+        if t.is_integer() || matches!(t, DataType::Timestamp(..)) {
+            casted = cast(a, &DataType::Int64).expect("cast to Int64");
+            let c = casted.as_primitive::<Int64Type>();
+            Box::new(move |i| Cell::Int(i128::from(c.value(i))))
+        } else if t.is_floating() || matches!(t, DataType::Decimal128(..)) {
+            casted = cast(a, &DataType::Float64).expect("cast to Float64");
+            let c = casted.as_primitive::<Float64Type>();
+            Box::new(move |i| Cell::Float(c.value(i)))
+        } else if matches!(t, DataType::Boolean) {
+            let c = a.as_boolean();
+            Box::new(move |i| Cell::Bool(c.value(i)))
+        } else {
+            casted = cast(a, &DataType::Utf8).expect("cast to Utf8");
+            let c = casted.as_string::<i32>();
+            Box::new(move |i| Cell::Str(c.value(i).to_string()))
+        };
+    (0..a.len())
+        .map(|i| if a.is_null(i) { Cell::Null } else { value(i) })
+        .collect()
 }
 
 fn cell_of_json(v: &Value) -> Cell {
