@@ -535,6 +535,16 @@ fn session_config() -> Result<SessionConfig> {
     if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_REORDER_FILTERS").is_none() {
         parquet.reorder_filters = true;
     }
+    // DataFusion 55's common-subexpression pass can give an expression (a repeated `IS NOT
+    // FALSE` of a nullable column) a nullability the physical plan does not share; the
+    // aggregate's schema check then fails a correct query with an internal error. The check
+    // compares plans, not data, so it is skipped (docs/decisions.md).
+    if std::env::var_os("DATAFUSION_EXECUTION_SKIP_PHYSICAL_AGGREGATE_SCHEMA_CHECK").is_none() {
+        config
+            .options_mut()
+            .execution
+            .skip_physical_aggregate_schema_check = true;
+    }
     Ok(config)
 }
 

@@ -702,3 +702,25 @@ async fn is_distinct_from_binds_tighter_than_and() {
         .unwrap();
     assert_eq!(count(&r), 3);
 }
+
+/// DataFusion's common-subexpression pass gives a repeated `IS NOT FALSE` of a nullable column a
+/// nullability its physical plan does not share, and its aggregate schema check then fails the
+/// query with an internal error (found by the differential test, seed 1796312981875945084).
+#[tokio::test]
+async fn a_repeated_is_not_false_inside_an_aggregate_answers() {
+    let storage = Storage::in_memory(Arc::new(InMemory::new()));
+    let r = engine(&storage)
+        .collect(
+            "t1",
+            "SELECT sum(CASE WHEN NOT b IS NOT FALSE AND t IS DISTINCT FROM 1 OR b IS NOT FALSE \
+             THEN 1 ELSE 0 END), count(*) FROM (VALUES (true, 1), (NULL, 2), (false, 3)) AS v(b, t)",
+        )
+        .await
+        .unwrap();
+    let n = r.batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    // (true, 1) and (NULL, 2) are not false; (false, 3) is false and distinct from 1.
+    assert_eq!(n, 3);
+}
