@@ -88,6 +88,9 @@ pub enum FiltersCommand {
         /// The filter.
         name: String,
     },
+    /// Makes the points a filter would have made from events stored before it was created
+    /// (a filter counts events from its creation on, as in CloudWatch).
+    Backfill(crate::backfill::BackfillArgs),
 }
 
 /// `watchtrail destinations ...`
@@ -409,6 +412,7 @@ pub async fn metric_filters(conn: &ConnectionArgs, cmd: FiltersCommand) -> anyho
                 .await?;
             println!("deleted metric filter {name}");
         }
+        FiltersCommand::Backfill(a) => crate::backfill::backfill(conn, a).await?,
     }
     Ok(())
 }

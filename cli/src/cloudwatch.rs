@@ -103,13 +103,13 @@ pub struct GetMetricStatisticsArgs {
 }
 
 /// Quotes a SQL string literal.
-fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Parses an ISO 8601 time (`2024-05-01T00:00:00Z`, with an offset, without one meaning UTC,
 /// or a bare date) into microseconds.
-fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_micros());
     }
@@ -131,7 +131,7 @@ fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
     bail!("{flag}: `{s}` is not an ISO 8601 time such as 2024-05-01T00:00:00Z")
 }
 
-fn iso(micros: i64) -> String {
+pub(crate) fn iso(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()

@@ -11,6 +11,7 @@
 //! - [`logs`]: `logs` (log groups and their retention policies) over the HTTP API.
 
 pub mod alarms;
+pub mod backfill;
 pub mod client;
 pub mod cloudwatch;
 pub mod import;
@@ -55,7 +56,7 @@ pub enum Command {
     #[command(subcommand)]
     Alarms(alarms::AlarmsCommand),
     /// Metric filters (CloudWatch filter patterns over logs and the audit trail): put, list,
-    /// delete.
+    /// delete, backfill.
     #[command(subcommand)]
     MetricFilters(alarms::FiltersCommand),
     /// Webhook destinations that alarm actions name: put, list, delete.

@@ -13,5 +13,7 @@ pub use definition::{
     AlarmDefinition, ComparisonOperator, DefinitionError, Dimension, Statistic, TreatMissingData,
     parse_percentile,
 };
-pub use metric_filter::{AUDIT_LOG_GROUP, MetricFilter, MetricTransformation};
+pub use metric_filter::{
+    AUDIT_LOG_GROUP, CompiledFilter, Datum, FilterEvent, MetricFilter, MetricTransformation,
+};
 pub use rule::{AlarmState, Decision, Rule};

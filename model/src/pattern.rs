@@ -110,22 +110,47 @@ impl FilterPattern {
         }
     }
 
+    /// Whether an event matches, given its text and its JSON when it parsed as JSON (callers
+    /// that run many patterns over one event parse it once).
+    pub fn matches_parsed(&self, text: &str, doc: Option<&Value>) -> bool {
+        match &self.kind {
+            Kind::Json(e) => doc.is_some_and(|d| e.eval(d)),
+            _ => self.matches(text),
+        }
+    }
+
     /// The value a metric transformation names in a matching `message`: `$.a.b` for JSON
     /// patterns, `$field` for space-delimited ones. `None` when the message does not match or the
     /// field is absent or not a scalar.
     pub fn extract(&self, message: &str, selector: &str) -> Option<String> {
         match &self.kind {
-            Kind::Json(e) => {
+            Kind::Json(_) => {
                 let doc: Value = serde_json::from_str(message).ok()?;
-                if !e.eval(&doc) {
+                self.extract_parsed(message, Some(&doc), selector)
+            }
+            _ => self.extract_parsed(message, None, selector),
+        }
+    }
+
+    /// [`FilterPattern::extract`] of an event whose JSON is already parsed (`doc`).
+    pub fn extract_parsed(
+        &self,
+        text: &str,
+        doc: Option<&Value>,
+        selector: &str,
+    ) -> Option<String> {
+        match &self.kind {
+            Kind::Json(e) => {
+                let doc = doc?;
+                if !e.eval(doc) {
                     return None;
                 }
                 let path = parse_selector_text(selector)?;
-                scalar_text(resolve(&doc, &path)?)
+                scalar_text(resolve(doc, &path)?)
             }
             Kind::Spaced(s) => {
                 let name = selector.strip_prefix('$')?;
-                let fields = s.bind(message)?;
+                let fields = s.bind(text)?;
                 fields
                     .into_iter()
                     .find(|(n, _)| *n == name)
@@ -290,10 +315,16 @@ fn compare_value(v: &Value, op: Op, operand: &Operand) -> bool {
             Operand::Text(g) => compare_text(if *b { "true" } else { "false" }, op, g),
             Operand::Number(..) => false,
         },
-        Value::Null => match operand {
-            Operand::Text(g) => compare_text("null", op, g),
-            Operand::Number(..) => false,
-        },
+        // A present value that equals no string and no number: only the bare wildcard (the
+        // field is present) is equal to it.
+        Value::Null => {
+            let equal = matches!(operand, Operand::Text(g) if g.is_any());
+            match op {
+                Op::Eq => equal,
+                Op::Ne => !equal,
+                _ => false,
+            }
+        }
     }
 }
 
@@ -339,6 +370,11 @@ impl Glob {
         Self {
             parts: text.split('*').map(str::to_string).collect(),
         }
+    }
+
+    /// Whether this is `*` alone, which any value matches.
+    fn is_any(&self) -> bool {
+        self.parts.len() > 1 && self.parts.iter().all(String::is_empty)
     }
 
     fn matches(&self, s: &str) -> bool {

@@ -18,6 +18,7 @@
 //! - this file: the [`AlarmService`], its configuration and documents, and how changes are
 //!   recorded (history, outbox, state).
 //! - `api`: the calls the HTTP routes make (alarms, filters, destinations, history).
+//! - `defaults`: metric filters' default values, put for each closed minute.
 //! - `evaluator`: the evaluation loop at each boundary, while holding the lease.
 //! - `outbox`: the delivery loop of pending notifications.
 //! - [`egress`]: which addresses webhooks may reach.
@@ -27,6 +28,7 @@
 //! - [`history`]: rows of the two tables.
 
 mod api;
+mod defaults;
 pub mod egress;
 pub mod evaluate;
 mod evaluator;
@@ -273,6 +275,9 @@ struct TenantView {
 pub struct AlarmService {
     control: ControlStore,
     storage: Storage,
+    /// Where the points of filters' default values are put, and whose filter cache a change
+    /// here refreshes.
+    ingest: crate::ingest::Ingest,
     engine: Engine,
     config: AlarmConfig,
     lease: Lease,
@@ -292,6 +297,7 @@ impl AlarmService {
     /// to a client without the egress guard.
     pub fn new(
         storage: Storage,
+        ingest: crate::ingest::Ingest,
         engine: Engine,
         config: AlarmConfig,
         holder: String,
@@ -318,6 +324,7 @@ impl AlarmService {
         Ok(Self {
             control,
             storage,
+            ingest,
             engine,
             config,
             lease,

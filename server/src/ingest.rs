@@ -10,6 +10,7 @@
 
 pub mod audit_json;
 pub mod buffer;
+pub mod derive;
 pub mod flush;
 #[cfg(test)]
 mod robustness;
@@ -22,12 +23,13 @@ use tracing::info;
 use watchtrail_proto::v1::{
     IngestResponse, PutAuditEventsRequest, PutLogEventsRequest, PutMetricDataRequest,
 };
+use watchtrail_query::alarm::AUDIT_LOG_GROUP;
 use watchtrail_query::tables::TableKind;
 use watchtrail_storage::store::{self, Storage};
 
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::wal::{Applier as _, Replay, Wal, WalRecord, now_ms};
+use crate::wal::{Replay, Wal, WalRecord, now_ms};
 use buffer::BufferHandle;
 
 /// Work a request handler did that the WAL writer can reuse when it applies the record.
@@ -44,17 +46,28 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     buffers: BufferHandle,
     storage: Storage,
+    filters: Arc<derive::Filters>,
 }
 
 impl Ingest {
     /// An ingest front for this WAL.
     pub fn new(wal: Wal, metrics: Arc<Metrics>, buffers: BufferHandle, storage: Storage) -> Self {
+        let control = watchtrail_storage::control::ControlStore::new(
+            storage.object_store(),
+            storage.base_path().clone(),
+        );
         Self {
             wal,
             metrics,
             buffers,
             storage,
+            filters: Arc::new(derive::Filters::new(control, derive::FILTER_TTL)),
         }
+    }
+
+    /// The metric filters applied at ingest (the alarm API forgets a tenant's after a change).
+    pub fn filters(&self) -> &Arc<derive::Filters> {
+        &self.filters
     }
 
     fn count(&self, kind: TableKind, accepted: u64, rejected: usize) {
@@ -135,6 +148,16 @@ impl Ingest {
             now,
         );
         let rejected = rec.rejected.len();
+        let filters = self.filters.tenant(tenant).await;
+        if filters.reads(&v.canonical.log_group_name) {
+            rec.derived = filters.derive(
+                &v.canonical.log_group_name,
+                v.canonical
+                    .log_events
+                    .iter()
+                    .map(|e| (e.timestamp_ms, e.message.as_str())),
+            );
+        }
         rec.logs = Some(v.canonical);
         let resp = self.wal.append(rec, None).await?;
         if !resp.duplicate {
@@ -184,12 +207,28 @@ impl Ingest {
             .map_err(|e| {
                 crate::error::Error::Unavailable(format!("cannot read the audit table: {e}"))
             })?;
-        let events: Vec<audit_json::AuditEvent> = v
+        let parsed: Vec<(audit_json::AuditEvent, &str)> = v
             .canonical
             .records
             .iter()
-            .filter_map(|r| audit_json::parse_event(&r.json).ok())
+            .filter_map(|r| {
+                audit_json::parse_event(&r.json)
+                    .ok()
+                    .map(|e| (e, r.json.as_str()))
+            })
             .collect();
+        let filters = self.filters.tenant(tenant).await;
+        let derived = if filters.reads(AUDIT_LOG_GROUP) {
+            filters.derive(
+                AUDIT_LOG_GROUP,
+                parsed
+                    .iter()
+                    .map(|(e, json)| (e.event_time_us.div_euclid(1000), *json)),
+            )
+        } else {
+            None
+        };
+        let events: Vec<audit_json::AuditEvent> = parsed.into_iter().map(|(e, _)| e).collect();
         // Only the server writes its own trail: an event that arrives through any ingest door
         // (gRPC, the agent's intake, an import) may not read as one of the server's.
         if !reserved
@@ -219,6 +258,7 @@ impl Ingest {
         );
         rec.audit = Some(v.canonical);
         rec.server_event = reserved;
+        rec.derived = derived;
         let prepared = Some(Prepared::Audit(events));
         let resp = match reserved {
             true => self.wal.append_reserved(rec, prepared).await?,
@@ -253,22 +293,32 @@ pub async fn replay(
             buffers.skip(record.seq);
             continue;
         };
-        let key = (record.tenant.clone(), kind);
-        if !committed.contains_key(&key) {
-            let version = committed_version(storage, &record.tenant, kind, &app, shutdown).await?;
-            committed.insert(key.clone(), version);
-        }
-        if record.seq as i64 <= committed[&key] {
+        let mut is_new = async |kind: TableKind| -> Result<bool> {
+            let key = (record.tenant.clone(), kind);
+            let version = match committed.get(&key) {
+                Some(v) => *v,
+                None => {
+                    let v = committed_version(storage, &key.0, kind, &app, shutdown).await?;
+                    committed.insert(key, v);
+                    v
+                }
+            };
+            Ok(record.seq as i64 > version)
+        };
+        let main = is_new(kind).await?;
+        // The metrics that metric filters made from this record have their own table.
+        let derived = record.derived.is_some() && is_new(TableKind::Metrics).await?;
+        if !main && !derived {
             buffers.skip(record.seq);
             skipped += 1;
         } else {
-            if kind == TableKind::Audit {
+            if main && kind == TableKind::Audit {
                 wait_for_storage(shutdown, || {
                     buffers.ensure_audit_ids(storage, &record.tenant)
                 })
                 .await?;
             }
-            buffers.apply(record, None);
+            buffers.apply_parts(record, None, buffer::Parts { main, derived });
             applied += 1;
         }
     }

@@ -135,8 +135,15 @@ pub async fn serve(
     let engine = Engine::new(&storage, source, config.engine.clone())
         .with_runtime(query_runtime.handle().clone());
 
+    let ingest = ingest::Ingest::new(
+        wal.clone(),
+        Arc::clone(&metrics),
+        buffers.clone(),
+        storage.clone(),
+    );
     let alarms = Arc::new(alarms::AlarmService::new(
         storage.clone(),
+        ingest.clone(),
         engine.clone(),
         config.alarms.clone(),
         // Stable across restarts: a restarted evaluator takes its own lease back at once.
@@ -165,12 +172,6 @@ pub async fn serve(
     health
         .set_serving::<IngestServiceServer<grpc::ingest::IngestServiceImpl>>()
         .await;
-    let ingest = ingest::Ingest::new(
-        wal.clone(),
-        Arc::clone(&metrics),
-        buffers.clone(),
-        storage.clone(),
-    );
     let gate = query::QueryGate::new(config.tenant_query_concurrency, config.query_queue_wait);
     let trail_stop = CancellationToken::new();
     let (trail, trail_task) = if config.self_audit {

@@ -57,6 +57,9 @@ pub struct WalRecord {
     /// The audit events are the server's own trail (their `serverevent` column is true).
     #[prost(bool, tag = "11")]
     pub server_event: bool,
+    /// The datapoints metric filters made from this record's log events or audit records.
+    #[prost(message, optional, tag = "12")]
+    pub derived: Option<crate::ingest::derive::Derived>,
 }
 
 impl WalRecord {

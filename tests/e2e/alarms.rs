@@ -462,6 +462,20 @@ async fn cis_metric_filters_and_sql_alarms_fire_on_audit_events() {
     server
         .wait_alarm_state("bucket-policy-deletes", "ALARM", Duration::from_secs(30))
         .await;
+    // The filters' metrics are real metrics: each of the 14 has points in `metrics`, one per
+    // matching event. Each of the first 14 events matches one pattern, the second
+    // DeleteBucketPolicy makes a 15th point, GetObject none.
+    let a = server
+        .http_query(
+            "SELECT metric_name, count(*) AS n FROM metrics \
+             WHERE namespace = 'CISBenchmark' AND value = 1 GROUP BY 1 ORDER BY 1",
+            "application/json",
+        )
+        .await;
+    let rows = a.json()["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 14, "{}", a.text());
+    let total: i64 = rows.iter().filter_map(|r| r["n"].as_i64()).sum();
+    assert_eq!(total, 15, "{}", a.text());
     let broken = get(&server, "/v1/alarms/broken-sql").await.json();
     assert_eq!(broken["StateValue"], "INSUFFICIENT_DATA");
     assert_eq!(broken["EvaluationState"], "EVALUATION_ERROR", "{broken}");

@@ -13,6 +13,7 @@ mod import;
 mod ingest;
 mod isolation;
 mod lifecycle;
+mod metric_filters;
 mod open_format;
 mod query;
 mod s3;

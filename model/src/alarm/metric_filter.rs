@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::definition::DefinitionError;
+use crate::limits::{MAX_DIMENSION_VALUE_LEN, MAX_METRIC_MAGNITUDE};
 use crate::pattern::{FilterPattern, is_selector};
 use crate::units::UNITS;
 
@@ -23,6 +24,10 @@ pub struct MetricFilter {
     pub log_group_name: String,
     /// Exactly one transformation.
     pub metric_transformations: Vec<MetricTransformation>,
+    /// When the filter was first created (epoch milliseconds), set by the server: events
+    /// ingested from then on make its metric; older ones only through a backfill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_time: Option<i64>,
 }
 
 /// What a match adds to which metric.
@@ -46,11 +51,13 @@ pub struct MetricTransformation {
     pub unit: Option<String>,
 }
 
-const FIELDS: [&str; 4] = [
+const FIELDS: [&str; 5] = [
     "filterName",
     "filterPattern",
     "logGroupName",
     "metricTransformations",
+    // What describe answers; accepted back, and set by the server.
+    "creationTime",
 ];
 const TRANSFORMATION_FIELDS: [&str; 6] = [
     "metricName",
@@ -239,6 +246,108 @@ impl MetricFilter {
     }
 }
 
+/// One event as filters see it: its text, and its JSON parsed at most once for all of them.
+#[derive(Debug)]
+pub struct FilterEvent<'a> {
+    text: &'a str,
+    json: std::cell::OnceCell<Option<Value>>,
+}
+
+impl<'a> FilterEvent<'a> {
+    /// A log message, or a CloudTrail record's JSON text.
+    pub fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            json: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| {
+                // Only text that could be a JSON object is parsed.
+                if self.text.trim_start().starts_with('{') {
+                    serde_json::from_str(self.text).ok()
+                } else {
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// What one matching event adds to its filter's metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datum {
+    /// The value (`metricValue`, or the number its selector names).
+    pub value: f64,
+    /// The dimensions, sorted by name, their values read from the event.
+    pub dimensions: Vec<(String, String)>,
+}
+
+/// A filter ready to run over events: its pattern parsed once.
+#[derive(Debug, Clone)]
+pub struct CompiledFilter {
+    /// The filter.
+    pub filter: MetricFilter,
+    pattern: FilterPattern,
+}
+
+impl CompiledFilter {
+    /// Compiles a stored filter.
+    ///
+    /// # Errors
+    /// The filter breaks a rule (a document changed behind the server's back).
+    pub fn new(filter: MetricFilter) -> Result<Self, DefinitionError> {
+        filter.validate()?;
+        let pattern = filter.pattern()?;
+        Ok(Self { filter, pattern })
+    }
+
+    /// The datum an event makes: `None` when it does not match, or when the value or a
+    /// dimension the transformation names is absent, not a number (for the value), or outside
+    /// CloudWatch's limits; such an event makes no datum, as in CloudWatch.
+    pub fn apply(&self, event: &FilterEvent<'_>) -> Option<Datum> {
+        let t = self.filter.transformation()?;
+        let doc = if self.pattern.is_json() || t.metric_value.starts_with("$.") {
+            event.json()
+        } else {
+            None
+        };
+        if !self.pattern.matches_parsed(event.text, doc) {
+            return None;
+        }
+        let field = |selector: &str| {
+            let doc = if selector.starts_with("$.") {
+                event.json()
+            } else {
+                None
+            };
+            self.pattern.extract_parsed(event.text, doc, selector)
+        };
+        let value = if t.metric_value.starts_with('$') {
+            field(&t.metric_value)?.trim().parse::<f64>().ok()?
+        } else {
+            t.metric_value.parse::<f64>().ok()?
+        };
+        if !value.is_finite() || value.abs() > MAX_METRIC_MAGNITUDE {
+            return None;
+        }
+        let mut dimensions = Vec::with_capacity(t.dimensions.len());
+        for (name, selector) in &t.dimensions {
+            let v = field(selector)?;
+            if v.is_empty()
+                || v.chars().count() > MAX_DIMENSION_VALUE_LEN
+                || v.chars().any(|c| c.is_control())
+            {
+                return None;
+            }
+            dimensions.push((name.clone(), v));
+        }
+        Some(Datum { value, dimensions })
+    }
+}
+
 fn unknown(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), DefinitionError> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(DefinitionError::new(
@@ -323,5 +432,79 @@ mod tests {
             MetricFilter::from_value(v).expect_err("typo").field,
             "metricTransformations[0].metricValu"
         );
+    }
+
+    fn compiled(v: Value) -> CompiledFilter {
+        CompiledFilter::new(MetricFilter::from_value(v).expect("valid")).expect("compiles")
+    }
+
+    #[test]
+    fn a_compiled_filter_makes_one_datum_per_matching_event() {
+        let f = compiled(filter());
+        let root = r#"{"eventName":"ListBuckets","userIdentity":{"type":"Root"}}"#;
+        let user = r#"{"eventName":"ListBuckets","userIdentity":{"type":"IAMUser"}}"#;
+        assert_eq!(
+            f.apply(&FilterEvent::new(root)),
+            Some(Datum {
+                value: 1.0,
+                dimensions: vec![]
+            })
+        );
+        assert_eq!(f.apply(&FilterEvent::new(user)), None);
+        assert_eq!(f.apply(&FilterEvent::new("not json")), None);
+    }
+
+    #[test]
+    fn values_and_dimensions_come_from_the_event() {
+        let f = compiled(json!({
+            "filterName": "latency",
+            "filterPattern": "{ $.latency > 0 }",
+            "logGroupName": "app",
+            "metricTransformations": [{
+                "metricName": "Latency", "metricNamespace": "App",
+                "metricValue": "$.latency", "unit": "Milliseconds",
+                "dimensions": {"Path": "$.path", "Code": "$.code"}
+            }]
+        }));
+        let d = f
+            .apply(&FilterEvent::new(
+                r#"{"latency": 42.5, "path": "/a", "code": 200}"#,
+            ))
+            .expect("matches");
+        assert_eq!(d.value, 42.5);
+        assert_eq!(
+            d.dimensions,
+            vec![("Code".into(), "200".into()), ("Path".into(), "/a".into())]
+        );
+        // A dimension the event lacks: no datum.
+        assert_eq!(
+            f.apply(&FilterEvent::new(r#"{"latency": 42.5, "code": 200}"#)),
+            None
+        );
+
+        let spaced = compiled(json!({
+            "filterName": "bytes",
+            "filterPattern": "[ip, user, username, timestamp, request, status_code = 2*, bytes]",
+            "logGroupName": "web",
+            "metricTransformations": [{
+                "metricName": "Bytes", "metricNamespace": "Web",
+                "metricValue": "$bytes", "dimensions": {"Status": "$status_code"}
+            }]
+        }));
+        let line = r#"127.0.0.1 - frank [10/Oct/2000:13:25:15 -0700] "GET /a HTTP/1.0" 200 1534"#;
+        let d = spaced.apply(&FilterEvent::new(line)).expect("matches");
+        assert_eq!(d.value, 1534.0);
+        assert_eq!(d.dimensions, vec![("Status".into(), "200".into())]);
+        // A value that is not a number makes no datum.
+        let dash = r#"127.0.0.1 - frank [10/Oct/2000:13:25:15 -0700] "GET /a HTTP/1.0" 200 -"#;
+        assert_eq!(spaced.apply(&FilterEvent::new(dash)), None);
+    }
+
+    #[test]
+    fn describe_output_with_a_creation_time_is_accepted_back() {
+        let mut v = filter();
+        v["creationTime"] = json!(1_700_000_000_000_i64);
+        let f = MetricFilter::from_value(v).expect("valid");
+        assert_eq!(f.creation_time, Some(1_700_000_000_000));
     }
 }

@@ -101,6 +101,26 @@ fn json_patterns_test_null_booleans_and_absence() {
     assert!(!json("{ $.a NOT EXISTS }", doc));
 }
 
+/// CloudWatch's documentation gives `IS NULL` for a field whose value is JSON `null` and `NOT
+/// EXISTS` for an absent one, and says comparisons need the field. So a comparison reads a null
+/// field as a present value that equals no string and no number: `!=` matches it, `=` does not
+/// (except the wildcard `*`, "the field is present"), and an absent field matches neither.
+#[test]
+fn not_equal_against_a_null_field_matches_and_against_an_absent_one_does_not() {
+    let doc = r#"{"mfa":null,"code":null,"present":"Yes"}"#;
+    assert!(json(r#"{ $.mfa != "Yes" }"#, doc));
+    assert!(!json(r#"{ $.mfa = "Yes" }"#, doc));
+    assert!(json(r#"{ $.mfa = "*" }"#, doc));
+    assert!(json("{ $.code != 5 }", doc));
+    assert!(!json("{ $.code = 5 }", doc));
+    assert!(!json("{ $.code > 5 }", doc));
+    assert!(!json(r#"{ $.absent != "Yes" }"#, doc));
+    assert!(!json(r#"{ $.absent = "*" }"#, doc));
+    assert!(!json(r#"{ $.present != "Yes" }"#, doc));
+    // The string "null" is not JSON null.
+    assert!(!json(r#"{ $.mfa = "null" }"#, doc));
+}
+
 #[test]
 fn and_binds_tighter_than_or() {
     let doc = r#"{"a":1,"b":2,"c":3}"#;

@@ -156,9 +156,22 @@ impl AlarmService {
     /// # Errors
     /// Storage errors.
     pub async fn put_filter(&self, tenant: &str, f: &MetricFilter) -> Result<(), ApiError> {
-        self.control
-            .put(tenant, Doc::Filter, &f.filter_name, f)
+        // The creation time is the server's, and a replaced filter keeps its own: events
+        // ingested from then on make its metric.
+        let existing: Option<MetricFilter> = self
+            .control
+            .get(tenant, Doc::Filter, &f.filter_name)
             .await?;
+        let mut f = f.clone();
+        f.creation_time = Some(
+            existing
+                .and_then(|e| e.creation_time)
+                .unwrap_or_else(crate::wal::now_ms),
+        );
+        self.control
+            .put(tenant, Doc::Filter, &f.filter_name, &f)
+            .await?;
+        self.ingest.filters().invalidate(tenant);
         self.wake.notify_one();
         Ok(())
     }
@@ -183,6 +196,7 @@ impl AlarmService {
                 "metric filter `{name}` does not exist"
             )));
         }
+        self.ingest.filters().invalidate(tenant);
         self.wake.notify_one();
         Ok(())
     }

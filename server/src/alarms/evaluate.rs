@@ -69,7 +69,7 @@ impl Window {
 }
 
 /// The SQL giving `ts`, `v` (the statistic) and `n` (the sample count) per period.
-pub fn alarm_sql(def: &AlarmDefinition, filters: &[&MetricFilter], w: Window) -> String {
+pub fn alarm_sql(def: &AlarmDefinition, w: Window) -> String {
     let (start, end) = (time_lit(w.start_ms), time_lit(w.end_ms));
     let bucket = |col: &str| {
         format!(
@@ -88,25 +88,6 @@ pub fn alarm_sql(def: &AlarmDefinition, filters: &[&MetricFilter], w: Window) ->
              WHERE time >= {start} AND time < {end} GROUP BY 1",
             bucket("time"),
             raw_aggregate(def, "value"),
-        );
-    }
-    if !filters.is_empty() {
-        let parts: Vec<String> = filters
-            .iter()
-            .filter_map(|f| filter_rows(def, f, &start, &end))
-            .collect();
-        if parts.is_empty() {
-            // The alarm's dimensions are not the filter's: no datapoints, ever.
-            return format!(
-                "SELECT {start} AS ts, CAST(NULL AS DOUBLE) AS v, CAST(0 AS DOUBLE) AS n WHERE false"
-            );
-        }
-        return format!(
-            "SELECT {}, {} AS v, CAST(count(v) AS DOUBLE) AS n FROM ({}) AS matched \
-             WHERE v IS NOT NULL GROUP BY 1",
-            bucket("t"),
-            raw_aggregate(def, "v"),
-            parts.join(" UNION ALL ")
         );
     }
     metric_sql(def, &[def], w)
@@ -204,53 +185,6 @@ fn metric_sql(def: &AlarmDefinition, all: &[&AlarmDefinition], w: Window) -> Str
         conds.join(" AND "),
         group.join(", ")
     )
-}
-
-/// The matching events of one metric filter as `(t, v)` rows, or `None` when the alarm's
-/// dimensions cannot be the filter's.
-fn filter_rows(def: &AlarmDefinition, f: &MetricFilter, start: &str, end: &str) -> Option<String> {
-    let t = f.transformation()?;
-    let alarm_dims: Vec<&str> = def.dimensions.iter().map(|d| d.name.as_str()).collect();
-    let filter_dims: Vec<&str> = t.dimensions.keys().map(String::as_str).collect();
-    let mut sorted = alarm_dims.clone();
-    sorted.sort_unstable();
-    if sorted != filter_dims {
-        return None;
-    }
-    let (table, time, text) = if f.reads_audit() {
-        ("audit", "eventtime", "eventjson")
-    } else {
-        ("logs", "time", "message")
-    };
-    let pattern = lit(&f.filter_pattern);
-    let value = if t.metric_value.starts_with('$') {
-        format!(
-            "CAST(filter_pattern_value({pattern}, {text}, {}) AS DOUBLE)",
-            lit(&t.metric_value)
-        )
-    } else {
-        format!("CAST({} AS DOUBLE)", lit(&t.metric_value))
-    };
-    let mut conds = vec![
-        format!("{time} >= {start}"),
-        format!("{time} < {end}"),
-        format!("filter_pattern_match({pattern}, {text})"),
-    ];
-    if !f.reads_audit() {
-        conds.push(format!("log_group = {}", lit(&f.log_group_name)));
-    }
-    for d in &def.dimensions {
-        let selector = &t.dimensions[&d.name];
-        conds.push(format!(
-            "filter_pattern_value({pattern}, {text}, {}) = {}",
-            lit(selector),
-            lit(&d.value)
-        ));
-    }
-    Some(format!(
-        "SELECT {time} AS t, {value} AS v FROM {table} WHERE {}",
-        conds.join(" AND ")
-    ))
 }
 
 /// The outcome of evaluating one alarm once.
@@ -381,7 +315,7 @@ pub async fn evaluate(
     current: AlarmState,
     end_ms: i64,
 ) -> Result<Evaluated, String> {
-    let sql = alarm_sql(def, filters, Window::ending_at(def, end_ms));
+    let sql = alarm_sql(def, Window::ending_at(def, end_ms));
     let result = engine
         .collect(tenant, &sql)
         .await
@@ -487,7 +421,7 @@ mod tests {
         .expect("valid");
         let w = Window::ending_at(&def, 600_000);
         assert_eq!((w.start_ms, w.end_ms, w.range), (300_000, 600_000, 5));
-        let sql = alarm_sql(&def, &[], w);
+        let sql = alarm_sql(&def, w);
         assert!(sql.contains("cardinality(dimensions) = 0"), "{sql}");
         assert!(sql.contains("sum(coalesce(sum, value))"), "{sql}");
     }

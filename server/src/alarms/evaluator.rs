@@ -82,6 +82,10 @@ impl AlarmService {
 
     async fn evaluate_boundary(&self, view: &mut BTreeMap<String, TenantView>, end_ms: i64) {
         let started = std::time::Instant::now();
+        if end_ms % 60_000 == 0 {
+            self.emit_defaults(view, end_ms - defaults::CLOSE_AFTER_MS)
+                .await;
+        }
         self.evaluate_tenants(view, end_ms).await;
         self.metrics
             .alarm_boundary_seconds

@@ -50,6 +50,24 @@ pub struct Applied {
     pub duplicates: u64,
 }
 
+/// Which parts of a WAL record to apply: its own table's rows (`main`) and the metric points
+/// its metric filters made (`derived`). Replay applies only what each table does not hold yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    /// The rows of the record's own table.
+    pub main: bool,
+    /// The points of [`WalRecord::derived`], into the tenant's `metrics`.
+    pub derived: bool,
+}
+
+impl Parts {
+    /// Everything (a live record).
+    pub const ALL: Parts = Parts {
+        main: true,
+        derived: true,
+    };
+}
+
 /// Audit event ids remembered per tenant to store CloudTrail's duplicate deliveries once.
 const AUDIT_DEDUP_CAPACITY: usize = 4_000_000;
 
@@ -645,6 +663,9 @@ pub struct Chunk {
     pub bytes: usize,
     /// When the first row arrived.
     pub since: Option<Instant>,
+    /// Highest WAL seq of this (logs or audit) chunk whose metric-filter points went to the
+    /// tenant's metrics buffer: the chunk commits only after those points did.
+    pub derived_through: Option<u64>,
 }
 
 impl Chunk {
@@ -659,6 +680,7 @@ impl Chunk {
             rows: 0,
             bytes: 0,
             since: None,
+            derived_through: None,
         }
     }
 
@@ -803,8 +825,15 @@ impl Buffers {
         self.audit_loaded.contains(tenant)
     }
 
-    fn apply(&mut self, record: WalRecord, prepared: Option<Prepared>) -> Applied {
+    fn apply(
+        &mut self,
+        mut record: WalRecord,
+        prepared: Option<Prepared>,
+        parts: Parts,
+    ) -> Applied {
         let seq = record.seq;
+        let derived = record.derived.take().filter(|_| parts.derived);
+        let mut fresh_events: Option<Vec<bool>> = None;
         self.applied_seq = self.applied_seq.max(seq);
         let Some(kind) = TableKind::from_tag(record.kind as u8) else {
             warn!(
@@ -833,6 +862,7 @@ impl Buffers {
                 table.pending.bytes = bytes;
                 rows
             }
+            TableKind::Logs if !parts.main => 0,
             TableKind::Logs => {
                 let Some(req) = record.logs else {
                     return Applied::default();
@@ -847,6 +877,7 @@ impl Buffers {
             }
             // Written by the alarm evaluator straight to storage; `from_tag` never yields them.
             TableKind::AlarmHistory | TableKind::WebhookDeliveries => 0,
+            TableKind::Audit if !parts.main => 0,
             TableKind::Audit => {
                 let server_event = record.server_event;
                 let mut events: Vec<AuditEvent> = match prepared {
@@ -868,11 +899,14 @@ impl Buffers {
                     }
                 }
                 let seen = self.seen_audit.entry(tenant.clone()).or_default();
+                let mask: Vec<bool> = events.iter().map(|e| seen.insert(&e.event_id)).collect();
                 let fresh: Vec<&serde_json::Value> = events
                     .iter()
-                    .filter(|e| seen.insert(&e.event_id))
-                    .map(|e| &e.row)
+                    .zip(&mask)
+                    .filter(|(_, fresh)| **fresh)
+                    .map(|(e, _)| &e.row)
                     .collect();
+                fresh_events = Some(mask);
                 duplicates = (events.len() - fresh.len()) as u64;
                 if fresh.is_empty() {
                     0
@@ -887,18 +921,44 @@ impl Buffers {
                 }
             }
         };
+        let mut derived_rows = 0;
+        if let Some(d) = derived {
+            // A duplicate audit event makes no points; without the record's own part (its rows
+            // are committed, the points not) every event's points count.
+            let keep = |e: u32| {
+                fresh_events
+                    .as_ref()
+                    .is_none_or(|m| m.get(e as usize).copied().unwrap_or(false))
+            };
+            let table = self.table(&tenant, TableKind::Metrics);
+            if let ChunkData::Metrics(m) = &mut table.pending.data {
+                for s in d.into_series(keep) {
+                    derived_rows += m.push_series(s);
+                }
+                table.pending.bytes = m.bytes();
+            }
+            if derived_rows > 0 {
+                Self::extend(&mut table.pending, seq, derived_rows);
+            }
+        }
         if added > 0 {
             let table = self.table(&tenant, kind);
-            let p = &mut table.pending;
-            p.first_seq.get_or_insert(seq);
-            p.last_seq = seq;
-            p.rows += added;
-            p.since.get_or_insert_with(Instant::now);
+            Self::extend(&mut table.pending, seq, added);
+            if derived_rows > 0 {
+                table.pending.derived_through = Some(seq);
+            }
         }
         Applied {
             rows: added,
             duplicates,
         }
+    }
+
+    fn extend(p: &mut Chunk, seq: u64, rows: usize) {
+        p.first_seq.get_or_insert(seq);
+        p.last_seq = seq;
+        p.rows += rows;
+        p.since.get_or_insert_with(Instant::now);
     }
 
     fn push_batch(&mut self, tenant: &str, kind: TableKind, batch: RecordBatch) -> usize {
@@ -1089,12 +1149,19 @@ impl BufferHandle {
     }
 }
 
-impl Applier for BufferHandle {
-    fn apply(&self, record: WalRecord, prepared: Option<Prepared>) -> u64 {
+impl BufferHandle {
+    /// Applies some parts of a record (replay; see [`Parts`]).
+    pub fn apply_parts(&self, record: WalRecord, prepared: Option<Prepared>, parts: Parts) -> u64 {
         let mut b = lock(&self.inner);
-        let applied = b.apply(record, prepared);
+        let applied = b.apply(record, prepared, parts);
         self.metrics.buffered_rows.set(b.rows() as u64);
         applied.duplicates
+    }
+}
+
+impl Applier for BufferHandle {
+    fn apply(&self, record: WalRecord, prepared: Option<Prepared>) -> u64 {
+        self.apply_parts(record, prepared, Parts::ALL)
     }
 }
 

@@ -16,6 +16,8 @@ use watchtrail_storage::store::{self, Storage};
 use watchtrail_storage::table_files::TableFiles;
 use watchtrail_storage::write;
 
+use watchtrail_query::tables::TableKind;
+
 use super::buffer::{BufferHandle, Chunk, TableKey};
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -203,7 +205,44 @@ impl Flusher {
         Ok(Arc::new(files))
     }
 
+    /// Flushes one table; a logs or audit chunk whose events made metric-filter points first
+    /// waits for the tenant's metrics table to commit them, so a crash can never leave the
+    /// events committed and their points lost (replay would not see them again).
     async fn flush_table(&mut self, key: &TableKey) -> Result<()> {
+        if key.kind != TableKind::Metrics {
+            let metrics = TableKey {
+                tenant: key.tenant.clone(),
+                kind: TableKind::Metrics,
+            };
+            // Two rounds at most: a metrics chunk already being written, then the pending one.
+            for _ in 0..3 {
+                let behind = {
+                    let b = lock(&self.buffers.inner);
+                    let Some(through) = b.tables.get(key).and_then(|t| {
+                        t.flushing
+                            .as_ref()
+                            .map_or(t.pending.derived_through, |f| f.derived_through)
+                    }) else {
+                        break;
+                    };
+                    b.tables.get(&metrics).is_some_and(|m| {
+                        m.flushing
+                            .as_ref()
+                            .and_then(|f| f.first_seq)
+                            .or(m.pending.first_seq)
+                            .is_some_and(|first| first <= through)
+                    })
+                };
+                if !behind {
+                    break;
+                }
+                self.flush_one(&metrics).await?;
+            }
+        }
+        self.flush_one(key).await
+    }
+
+    async fn flush_one(&mut self, key: &TableKey) -> Result<()> {
         let chunk: Arc<Chunk> = {
             let mut b = lock(&self.buffers.inner);
             match b.tables.get(key).and_then(|t| t.flushing.clone()) {
@@ -269,5 +308,103 @@ impl Flusher {
             elapsed_ms = started.elapsed().as_millis() as u64, "flushed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use watchtrail_proto::v1::{AuditRecord, PutAuditEventsRequest};
+    use watchtrail_query::alarm::MetricFilter;
+
+    use super::*;
+    use crate::ingest::buffer::Parts;
+    use crate::ingest::derive::TenantFilters;
+    use crate::wal::{WalConfig, WalRecord};
+
+    /// The audit chunk of a record whose events made metric points commits only after the
+    /// metrics table holds them: a crash between the two commits then leaves the points
+    /// committed and the events in the WAL, never the other way round.
+    #[tokio::test]
+    async fn events_commit_after_the_metric_points_they_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::default());
+        let buffers = BufferHandle::new(Arc::clone(&metrics));
+        let (wal, _) = Wal::open(
+            WalConfig {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 1 << 30,
+                segment_bytes: 1 << 20,
+                idempotency_window: Duration::from_secs(3600),
+                fsync: false,
+            },
+            Arc::new(buffers.clone()),
+            Arc::clone(&metrics),
+        )
+        .expect("wal");
+        let storage = Storage::from_url("memory://").expect("storage");
+        let filters = TenantFilters::new(
+            "t",
+            vec![
+                MetricFilter::from_value(serde_json::json!({
+                    "filterName": "all", "filterPattern": "", "logGroupName": "audit",
+                    "metricTransformations": [{"metricName": "Events", "metricNamespace": "Sec",
+                        "metricValue": "1"}]
+                }))
+                .expect("filter"),
+            ],
+        );
+        let records: Vec<AuditRecord> = (0..3)
+            .map(|i| AuditRecord {
+                json: format!(
+                    r#"{{"eventID":"e{i}","eventTime":"2023-07-10T11:40:13Z","eventSource":"s3.amazonaws.com"}}"#
+                ),
+            })
+            .collect();
+        let derived = filters.derive("audit", records.iter().map(|r| (1, r.json.as_str())));
+        buffers.apply_parts(
+            WalRecord {
+                seq: 5,
+                tenant: "t".into(),
+                kind: u32::from(TableKind::Audit.tag()),
+                audit: Some(PutAuditEventsRequest {
+                    idempotency_id: "a".into(),
+                    records,
+                }),
+                derived,
+                ..Default::default()
+            },
+            None,
+            Parts::ALL,
+        );
+        let mut flusher = Flusher::new(
+            buffers.clone(),
+            storage.clone(),
+            wal.clone(),
+            Arc::clone(&metrics),
+            FlushConfig {
+                max_bytes: 1 << 30,
+                max_age: Duration::from_secs(3600),
+                total_max_bytes: 1 << 30,
+            },
+        );
+        let audit = TableKey {
+            tenant: "t".into(),
+            kind: TableKind::Audit,
+        };
+        flusher.flush_table(&audit).await.expect("flush");
+        let app = app_id(wal.server_id());
+        for kind in [TableKind::Metrics, TableKind::Audit] {
+            let table = storage
+                .open_table("t", kind)
+                .await
+                .expect("open")
+                .unwrap_or_else(|| panic!("{kind} was committed"));
+            assert_eq!(
+                store::transaction_version(&table, &app).await.expect("txn"),
+                Some(5),
+                "{kind}"
+            );
+        }
+        assert_eq!(lock(&buffers.inner).rows(), 0);
     }
 }

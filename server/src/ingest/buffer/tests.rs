@@ -52,6 +52,7 @@ fn metric_rows_come_out_sorted_by_series_then_time() {
             vec![series("B", "h2", &[30, 10]), series("A", "h1", &[20])],
         ),
         None,
+        Parts::ALL,
     );
     let mut stats = series("A", "h1", &[]);
     stats.statistic_points.push(StatisticPoint {
@@ -66,6 +67,7 @@ fn metric_rows_come_out_sorted_by_series_then_time() {
     b.apply(
         metrics_record(2, vec![series("B", "h2", &[20]), stats]),
         None,
+        Parts::ALL,
     );
     let key = TableKey {
         tenant: "t".into(),
@@ -122,8 +124,16 @@ fn metric_rows_come_out_sorted_by_series_then_time() {
 fn min_uncommitted_seq_tracks_pending_and_flushing_chunks() {
     let mut b = Buffers::default();
     assert_eq!(b.min_uncommitted_seq(), 1);
-    b.apply(metrics_record(1, vec![series("A", "h", &[1])]), None);
-    b.apply(metrics_record(2, vec![series("A", "h", &[2])]), None);
+    b.apply(
+        metrics_record(1, vec![series("A", "h", &[1])]),
+        None,
+        Parts::ALL,
+    );
+    b.apply(
+        metrics_record(2, vec![series("A", "h", &[2])]),
+        None,
+        Parts::ALL,
+    );
     assert_eq!(b.min_uncommitted_seq(), 1);
     let key = TableKey {
         tenant: "t".into(),
@@ -135,7 +145,11 @@ fn min_uncommitted_seq_tracks_pending_and_flushing_chunks() {
         (Some(1), 2, 2)
     );
     assert!(b.freeze(&key).is_none(), "one flush at a time");
-    b.apply(metrics_record(3, vec![series("A", "h", &[3])]), None);
+    b.apply(
+        metrics_record(3, vec![series("A", "h", &[3])]),
+        None,
+        Parts::ALL,
+    );
     assert_eq!(
         b.min_uncommitted_seq(),
         1,
@@ -164,10 +178,22 @@ fn query_snapshots_read_each_row_once_across_a_commit() {
         tenant: "t".into(),
         kind: TableKind::Metrics,
     };
-    b.apply(metrics_record(1, vec![series("A", "h", &[1])]), None);
-    b.apply(metrics_record(2, vec![series("A", "h", &[2])]), None);
+    b.apply(
+        metrics_record(1, vec![series("A", "h", &[1])]),
+        None,
+        Parts::ALL,
+    );
+    b.apply(
+        metrics_record(2, vec![series("A", "h", &[2])]),
+        None,
+        Parts::ALL,
+    );
     b.freeze(&key).expect("frozen");
-    b.apply(metrics_record(3, vec![series("A", "h", &[3])]), None);
+    b.apply(
+        metrics_record(3, vec![series("A", "h", &[3])]),
+        None,
+        Parts::ALL,
+    );
     let s = b.query_snapshot(&key, None);
     assert_eq!((s.files.files.len(), buffered_rows(&s)), (0, 3));
 
@@ -217,14 +243,14 @@ fn audit_events_with_a_known_event_id_are_stored_once() {
     };
     b.remember_audit_ids("t", ["stored-before"]);
     assert_eq!(
-        b.apply(rec(1, &["a", "b", "a"]), None),
+        b.apply(rec(1, &["a", "b", "a"]), None, Parts::ALL),
         Applied {
             rows: 2,
             duplicates: 1
         }
     );
     assert_eq!(
-        b.apply(rec(2, &["b", "c", "stored-before"]), None),
+        b.apply(rec(2, &["b", "c", "stored-before"]), None, Parts::ALL),
         Applied {
             rows: 1,
             duplicates: 2
@@ -260,7 +286,7 @@ fn log_rows_carry_origin_and_ingest_time() {
         }),
         ..Default::default()
     };
-    assert_eq!(b.apply(rec, None).rows, 1);
+    assert_eq!(b.apply(rec, None, Parts::ALL).rows, 1);
     let key = TableKey {
         tenant: "t".into(),
         kind: TableKind::Logs,
@@ -389,7 +415,7 @@ fn a_large_metrics_chunk_is_encoded_as_one_file_per_part_cut_at_series_boundarie
         let batch = (0..30)
             .map(|h| series(if h % 2 == 0 { "A" } else { "B" }, &format!("h{h:02}"), &ts))
             .collect();
-        b.apply(metrics_record(seq + 1, batch), None);
+        b.apply(metrics_record(seq + 1, batch), None, Parts::ALL);
     }
     let key = TableKey {
         tenant: "t".into(),
@@ -487,8 +513,13 @@ fn a_chunk_of_last_week_and_now_flushes_to_one_file_per_hour_window() {
             ],
         ),
         None,
+        Parts::ALL,
     );
-    b.apply(rec(2, &[("self", "2026-12-02T02:00:00Z")]), None);
+    b.apply(
+        rec(2, &[("self", "2026-12-02T02:00:00Z")]),
+        None,
+        Parts::ALL,
+    );
     let key = TableKey {
         tenant: "t".into(),
         kind: TableKind::Audit,
@@ -517,4 +548,106 @@ fn string_columns_round_trip_and_refuse_offsets_that_miss_the_bytes() {
         bytes: b"abc".to_vec(),
     };
     assert!(broken.finish().is_err());
+}
+
+/// An audit record whose events made metric-filter points: `derived` for events 0..n, one
+/// point each, in one series.
+fn audit_with_points(seq: u64, ids: &[&str]) -> WalRecord {
+    let filters = crate::ingest::derive::TenantFilters::new(
+        "t",
+        vec![
+            watchtrail_query::alarm::MetricFilter::from_value(serde_json::json!({
+                "filterName": "s3", "filterPattern": "{ $.eventSource = \"s3.amazonaws.com\" }",
+                "logGroupName": "audit",
+                "metricTransformations": [{"metricName": "S3Calls", "metricNamespace": "Sec",
+                    "metricValue": "1"}]
+            }))
+            .expect("filter"),
+        ],
+    );
+    let records: Vec<AuditRecord> = ids
+        .iter()
+        .map(|id| AuditRecord {
+            json: format!(
+                r#"{{"eventID":"{id}","eventTime":"2023-07-10T11:40:13Z","eventSource":"s3.amazonaws.com"}}"#
+            ),
+        })
+        .collect();
+    let derived = filters.derive(
+        "audit",
+        records.iter().map(|r| (1_689_000_000_000, r.json.as_str())),
+    );
+    assert!(derived.is_some());
+    WalRecord {
+        seq,
+        tenant: "t".into(),
+        kind: u32::from(TableKind::Audit.tag()),
+        audit: Some(PutAuditEventsRequest {
+            idempotency_id: format!("a{seq}"),
+            records,
+        }),
+        derived,
+        ..Default::default()
+    }
+}
+
+fn key(kind: TableKind) -> TableKey {
+    TableKey {
+        tenant: "t".into(),
+        kind,
+    }
+}
+
+#[test]
+fn metric_filter_points_follow_their_events_and_skip_duplicates() {
+    let mut b = Buffers::default();
+    b.remember_audit_ids("t", ["stored-before"]);
+    b.apply(
+        audit_with_points(7, &["a", "stored-before", "b", "a"]),
+        None,
+        Parts::ALL,
+    );
+    let metrics = &b.tables[&key(TableKind::Metrics)].pending;
+    // Two fresh events, two points; the duplicates made none.
+    assert_eq!(metrics.rows, 2);
+    assert_eq!((metrics.first_seq, metrics.last_seq), (Some(7), 7));
+    let audit = &b.tables[&key(TableKind::Audit)].pending;
+    assert_eq!(audit.rows, 2);
+    assert_eq!(audit.derived_through, Some(7));
+    // The rows of a query: the filter's metric with its namespace.
+    let snapshot = b.query_snapshot(&key(TableKind::Metrics), None);
+    assert_eq!(buffered_rows(&snapshot), 2);
+}
+
+#[test]
+fn replay_applies_only_the_parts_a_table_lacks() {
+    // The audit rows are committed, the points not: only the points.
+    let mut b = Buffers::default();
+    b.apply(
+        audit_with_points(3, &["a", "b"]),
+        None,
+        Parts {
+            main: false,
+            derived: true,
+        },
+    );
+    assert_eq!(b.tables[&key(TableKind::Metrics)].pending.rows, 2);
+    assert!(!b.tables.contains_key(&key(TableKind::Audit)));
+    assert_eq!(b.applied_seq, 3);
+    // The points are committed, the rows not: only the rows.
+    let mut b = Buffers::default();
+    b.apply(
+        audit_with_points(4, &["a", "b"]),
+        None,
+        Parts {
+            main: true,
+            derived: false,
+        },
+    );
+    assert_eq!(b.tables[&key(TableKind::Audit)].pending.rows, 2);
+    assert_eq!(
+        b.tables[&key(TableKind::Audit)].pending.derived_through,
+        None
+    );
+    assert!(!b.tables.contains_key(&key(TableKind::Metrics)));
 }
