@@ -306,3 +306,48 @@ async fn a_default_value_fills_minutes_with_events_but_no_match() {
     assert_eq!(busy[0]["v"], 1.0);
     server.stop().await;
 }
+
+/// CloudWatch's limit: 100 metric filters per log group. The 101st is refused by name; a
+/// replacement of one of the 100, or a filter of another group, is not.
+#[tokio::test]
+async fn a_log_group_takes_at_most_a_hundred_filters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = TestServer::start(ServerOptions::local(dir.path())).await;
+    let filter = |name: &str, group: &str| {
+        json!({
+            "filterName": name, "filterPattern": "ERROR", "logGroupName": group,
+            "metricTransformations": [{"metricName": name, "metricNamespace": "Many",
+                "metricValue": "1"}]
+        })
+    };
+    for i in 0..100 {
+        put_filter(&server, &filter(&format!("f{i}"), "app")).await;
+    }
+    let refused = server
+        .send(
+            "PUT",
+            "/v1/metric-filters/f100",
+            &[],
+            filter("f100", "app").to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("logGroupName") && refused.text().contains("at most 100"),
+        "{}",
+        refused.text()
+    );
+    put_filter(&server, &filter("f7", "app")).await;
+    put_filter(&server, &filter("f100", "other")).await;
+    // Every filter of the group counts a matching line once.
+    put_lines(&server, "one", "app", &[(now_ms(), "ERROR once")]).await;
+    let a = server
+        .http_query(
+            "SELECT count(DISTINCT metric_name) AS n, count(*) AS points FROM metrics WHERE namespace = 'Many'",
+            "application/json",
+        )
+        .await;
+    assert_eq!(a.json()["rows"][0]["n"], 100, "{}", a.text());
+    assert_eq!(a.json()["rows"][0]["points"], 100, "{}", a.text());
+    server.stop().await;
+}

@@ -3,6 +3,9 @@
 use super::evaluator::transition_change;
 use super::*;
 
+/// CloudWatch's limit of metric filters per log group (the audit trail counts as one).
+pub(super) const MAX_FILTERS_PER_GROUP: usize = 100;
+
 impl AlarmService {
     /// Creates or replaces an alarm. A new alarm starts in INSUFFICIENT_DATA; an update keeps
     /// the state. Whether it was created.
@@ -158,10 +161,21 @@ impl AlarmService {
     pub async fn put_filter(&self, tenant: &str, f: &MetricFilter) -> Result<(), ApiError> {
         // The creation time is the server's, and a replaced filter keeps its own: events
         // ingested from then on make its metric.
-        let existing: Option<MetricFilter> = self
-            .control
-            .get(tenant, Doc::Filter, &f.filter_name)
-            .await?;
+        let all: Vec<MetricFilter> = self.control.list(tenant, Doc::Filter).await?;
+        let same_group = all
+            .iter()
+            .filter(|o| o.log_group_name == f.log_group_name && o.filter_name != f.filter_name)
+            .count();
+        if same_group >= MAX_FILTERS_PER_GROUP {
+            return Err(ApiError::Invalid(DefinitionError::new(
+                "logGroupName",
+                format!(
+                    "`{}` has {same_group} metric filters already; at most {MAX_FILTERS_PER_GROUP} per log group",
+                    f.log_group_name
+                ),
+            )));
+        }
+        let existing = all.into_iter().find(|o| o.filter_name == f.filter_name);
         let mut f = f.clone();
         f.creation_time = Some(
             existing
