@@ -19,6 +19,7 @@ pub mod keys;
 pub mod logs;
 pub mod put;
 pub mod query;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,10 @@ pub enum Command {
     /// API keys: create (prints the token once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Verifies the audit trail: every signed digest (signature, key, chain) and the events each
+    /// covers, recomputed from the table (like `aws cloudtrail validate-logs`); exits 1 when
+    /// anything does not hold.
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the CLI; the binary's `main` only calls this.
@@ -110,6 +115,7 @@ pub fn main() -> ExitCode {
             Command::Destinations(c) => alarms::destinations(&cli.connection, c).await,
             Command::Logs(c) => logs::logs(&cli.connection, c).await,
             Command::Keys(c) => keys::keys(&cli.connection, c).await,
+            Command::Verify(a) => verify::verify(&cli.connection, a).await,
         }
     });
     match result {

@@ -181,6 +181,23 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_NO_COMPACTION")]
     pub no_compaction: bool,
 
+    /// The Ed25519 key (PKCS#8) that signs audit digests; created with mode 0600 when absent.
+    /// Keep it outside the bucket. Default: `audit-signing.key` next to the WAL directory.
+    #[arg(long, env = "WATCHTRAIL_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<PathBuf>,
+
+    /// A window's audit digest is written this long after the window ends.
+    #[arg(long, env = "WATCHTRAIL_AUDIT_DIGEST_DELAY", default_value = "15m", value_parser = parse_duration)]
+    pub audit_digest_delay: Duration,
+
+    /// How often the digester looks for closed windows and late events.
+    #[arg(long, env = "WATCHTRAIL_AUDIT_DIGEST_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub audit_digest_interval: Duration,
+
+    /// Do not write audit digests on this server (another server sharing the store may).
+    #[arg(long, env = "WATCHTRAIL_NO_AUDIT_DIGESTS")]
+    pub no_audit_digests: bool,
+
     /// How often each table is compacted, expired and vacuumed.
     #[arg(long, env = "WATCHTRAIL_COMPACTION_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub compaction_interval: Duration,
@@ -365,6 +382,8 @@ pub struct ServerConfig {
     pub query_max_answer_bytes: usize,
     /// Connections one source address may hold on each port.
     pub max_connections_per_source: usize,
+    /// Signed audit digests.
+    pub digests: crate::digests::DigestConfig,
 }
 
 /// The directory of the server's local files besides the WAL (the first admin key, the
@@ -411,6 +430,9 @@ impl ServerArgs {
                  what all queries together may hold",
                 self.query_memory_budget, self.query_memory_limit
             ));
+        }
+        if self.audit_digest_interval.is_zero() {
+            return Err("--audit-digest-interval must be greater than zero".into());
         }
         if self.query_max_answer_bytes < 1024 {
             return Err("--query-max-answer-bytes must be at least 1K".into());
@@ -526,6 +548,16 @@ impl ServerArgs {
                 retry_max: self.webhook_retry_max,
                 egress: crate::alarms::egress::Egress::parse(&self.webhook_allow_networks)
                     .map_err(|e| format!("--webhook-allow-networks: {e}"))?,
+            },
+            digests: crate::digests::DigestConfig {
+                enabled: !self.no_audit_digests,
+                key_file: self
+                    .audit_signing_key
+                    .clone()
+                    .unwrap_or_else(|| data_dir(&self.wal_dir).join("audit-signing.key")),
+                delay: self.audit_digest_delay,
+                interval: self.audit_digest_interval,
+                retention: self.retention_audit.0,
             },
             lifecycle: crate::lifecycle::LifecycleConfig {
                 enabled: !self.no_compaction,

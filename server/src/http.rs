@@ -6,6 +6,7 @@
 //! scrapers; they carry no tenant's data.
 
 pub mod alarms;
+pub mod audit;
 pub mod keys;
 pub mod log_groups;
 pub mod query;
@@ -57,6 +58,10 @@ pub struct Services {
     pub gate: crate::query::QueryGate,
     /// `--query-max-answer-bytes`.
     pub max_answer_bytes: usize,
+    /// The store (audit digests and keys).
+    pub storage: watchtrail_storage::store::Storage,
+    /// The digester's delay (what `verify` expects).
+    pub digest_delay: std::time::Duration,
 }
 
 /// The HTTP routes.
@@ -70,6 +75,8 @@ pub fn router(services: Services) -> Router {
         trail,
         gate,
         max_answer_bytes,
+        storage,
+        digest_delay,
     } = services;
     let api = Router::new()
         .route("/v1/query", post(query::query))
@@ -83,6 +90,8 @@ pub fn router(services: Services) -> Router {
         .merge(
             log_groups::router(alarms.control().clone(), engine)
                 .merge(alarms::history_router(Arc::clone(&alarms)))
+                // Verification reads a tenant's whole trail: it takes a slot too.
+                .merge(audit::router(storage, digest_delay))
                 .route_layer(axum::middleware::from_fn_with_state(
                     gate.clone(),
                     query::gated,
@@ -190,6 +199,8 @@ pub fn http_event(method: &Method, path: &str) -> (&'static str, bool, Value) {
         (["v1", "log-groups", n, "retention"], false) => {
             ("PutRetentionPolicy", Some(("logGroupName", *n)), false)
         }
+        (["v1", "audit", "public-keys"], true) => ("ListPublicKeys", None, true),
+        (["v1", "audit", "verify"], true) => ("VerifyAuditDigests", None, true),
         (["v1", "keys"], true) => ("ListKeys", None, true),
         (["v1", "keys"], false) => ("CreateKey", None, false),
         (["v1", "keys", id], false) => ("RevokeKey", Some(("keyId", *id)), false),

@@ -24,6 +24,7 @@ pub mod agent_child;
 pub mod alarms;
 pub mod auth;
 pub mod config;
+pub mod digests;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -160,6 +161,17 @@ pub async fn serve(
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("lifecycle runtime: {e}")))?;
+    let digest_task = match digests::prepare(&config.digests, &storage, wal.server_id()).await? {
+        Some(signer) => Some(lifecycle_runtime.spawn(digests::run(
+            storage.clone(),
+            config.digests.clone(),
+            signer,
+            wal.server_id().to_string(),
+            Arc::clone(&metrics),
+            alarm_stop.clone(),
+        ))),
+        None => None,
+    };
     let lifecycle_task = lifecycle_runtime.spawn(lifecycle::run(
         storage.clone(),
         config.lifecycle.clone(),
@@ -256,6 +268,8 @@ pub async fn serve(
         trail,
         gate,
         max_answer_bytes: config.query_max_answer_bytes,
+        storage: storage.clone(),
+        digest_delay: config.digests.delay,
     });
     let http: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match &config.tls {
         None => Box::pin(http::serve::serve(
@@ -288,6 +302,9 @@ pub async fn serve(
     alarm_stop.cancel();
     let _ = alarm_task.await;
     let _ = lifecycle_task.await;
+    if let Some(t) = digest_task {
+        let _ = t.await;
+    }
     lifecycle_runtime.shutdown_background();
     info!("stopped taking requests; committing buffered rows");
     flush_stop.cancel();

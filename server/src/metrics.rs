@@ -134,6 +134,12 @@ pub struct Metrics {
     pub compaction_bytes_out: Counter,
     /// Lifecycle passes over a table that failed.
     pub lifecycle_failures: Counter,
+    /// Audit digests written.
+    pub audit_digests_written: Counter,
+    /// Digester passes over a tenant that failed.
+    pub audit_digest_failures: Counter,
+    /// Digested windows whose events changed or went missing (never digested again).
+    pub audit_digest_mismatches: Counter,
     /// Files removed by retention, or cut down to the log groups still kept.
     pub retention_files_removed: Counter,
     /// Rewrites that rolled metrics up to a coarser resolution tier.
@@ -262,6 +268,21 @@ impl Metrics {
                 "watchtrail_lifecycle_failures_total",
                 "Compaction, retention or vacuum passes that failed.",
                 &self.lifecycle_failures,
+            ),
+            (
+                "watchtrail_audit_digests_written_total",
+                "Signed audit digests written.",
+                &self.audit_digests_written,
+            ),
+            (
+                "watchtrail_audit_digest_failures_total",
+                "Digester passes over a tenant that failed.",
+                &self.audit_digest_failures,
+            ),
+            (
+                "watchtrail_audit_digest_mismatches_total",
+                "Digested audit windows whose events changed or went missing.",
+                &self.audit_digest_mismatches,
             ),
             (
                 "watchtrail_retention_files_removed_total",

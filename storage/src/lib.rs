@@ -31,6 +31,7 @@
 pub mod control;
 pub mod error;
 pub mod files;
+pub mod integrity;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics_file;

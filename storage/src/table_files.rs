@@ -97,7 +97,10 @@ fn parse_string_range(stats: Option<&str>, column: &str) -> Option<(String, Stri
 }
 
 /// Reads `numRecords` and the time column's `minValues`/`maxValues` from a Delta stats JSON.
-fn parse_stats(stats: Option<&str>, time_col: &str) -> (Option<u64>, Option<(i64, i64)>) {
+pub(crate) fn parse_stats(
+    stats: Option<&str>,
+    time_col: &str,
+) -> (Option<u64>, Option<(i64, i64)>) {
     let Some(v) = stats.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()) else {
         return (None, None);
     };

@@ -7,6 +7,7 @@ mod cli;
 mod cloudtrail_sql;
 mod cloudwatch_cli;
 mod differential;
+mod digests;
 mod durability;
 mod hardening;
 mod import;
