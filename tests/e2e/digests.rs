@@ -357,3 +357,193 @@ async fn verify_passes_untouched_and_names_every_tampering() {
         &["INVALID: signed by an unknown key"],
     );
 }
+
+/// The number of digests the server's `verify` reports, once the trail is valid with at least
+/// `min` of them.
+async fn digests_now(server: &TestServer, min: u64) -> u64 {
+    wait_verified(server, min).await["digests"]
+        .as_u64()
+        .unwrap_or_default()
+}
+
+fn hour_events(prefix: &str, hour: &str, n: usize) -> Vec<AuditRecord> {
+    (0..n)
+        .map(|j| {
+            event(
+                &format!("{prefix}-{hour}-{j}"),
+                &format!("2023-07-10T{hour}:{:02}:{:02}Z", j % 60, j % 59),
+                "GetObject",
+            )
+        })
+        .collect()
+}
+
+/// Late events get a follow-up digest; compaction rewrites files without a new digest; a kill
+/// -9 during ingest leaves a trail that verifies; the digester does not bless a window whose
+/// covered events went missing.
+#[tokio::test]
+async fn digests_follow_late_events_compaction_and_crashes_and_bless_no_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = digesting(dir.path()).with_args(&[
+        "--compaction-interval",
+        "1s",
+        "--compaction-settle",
+        "1s",
+    ]);
+    let mut server = TestServer::start(options.clone()).await;
+    // Several small files per window: compaction has something to merge.
+    for i in 0..3 {
+        put(
+            &server,
+            &format!("a{i}"),
+            hour_events(&format!("a{i}"), "10", 4),
+        )
+        .await;
+        put(
+            &server,
+            &format!("b{i}"),
+            hour_events(&format!("b{i}"), "11", 4),
+        )
+        .await;
+    }
+    let before = digests_now(&server, 2).await;
+    // Late events of 10:00: a follow-up digest covering all of the window.
+    put(&server, "late", hour_events("late", "10", 3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let n = digests_now(&server, before + 1).await;
+        let v = wait_verified(&server, before + 1).await;
+        if v["eventsValid"].as_u64() >= Some(27) {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let store = dir.path().join("store");
+    let follow_ups: Vec<Digest> = digest_files(&store)
+        .iter()
+        .map(|p| Digest::parse(&std::fs::read(p).expect("read")).expect("digest"))
+        .filter(|d| d.kind == watchtrail_storage::integrity::digest::DigestKind::FollowUp)
+        .collect();
+    assert!(
+        follow_ups
+            .iter()
+            .any(|d| d.event_count == 15 && d.window_start.starts_with("2023-07-10T10")),
+        "{follow_ups:?}"
+    );
+    // Compaction merges the windows' files; the digests stay as they were and still verify.
+    wait_for_counter(&server, "watchtrail_compaction_windows_total", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(digests_now(&server, after).await, after);
+
+    // A kill -9 in the middle of ingest.
+    let grpc = server.client().await;
+    let writer = tokio::spawn(async move {
+        let mut client = grpc;
+        for i in 0..200 {
+            let _ = client
+                .put_audit_events(PutAuditEventsRequest {
+                    idempotency_id: format!("crash-{i}"),
+                    records: hour_events(&format!("c{i}"), "13", 5),
+                })
+                .await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill9().await;
+    let _ = writer.await;
+    server.start_again().await;
+    wait_verified(&server, after + 1).await;
+
+    // A window's file removed behind the digester's back, then a late event there: no
+    // digest blesses the loss, the mismatch is counted, and verify names it.
+    let digests = digests_now(&server, after + 1).await;
+    let victim = audit_files(&store)
+        .into_iter()
+        .find(|p| {
+            read_parquet(p).iter().any(|b| {
+                let ids = b.column_by_name("eventid").expect("eventid");
+                let ids = ids.as_string::<i32>();
+                (0..ids.len()).any(|r| ids.value(r).contains("-11-"))
+            })
+        })
+        .expect("a file of 11:00");
+    std::fs::remove_file(&victim).expect("rm");
+    put(&server, "late-11", hour_events("late", "11", 1)).await;
+    wait_for_counter(&server, "watchtrail_audit_digest_mismatches_total", 1).await;
+    let v = server
+        .send("GET", "/v1/audit/verify", &[], b"")
+        .await
+        .json();
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("INVALID: removed"),
+        "{v}"
+    );
+    assert_eq!(v["digests"].as_u64(), Some(digests), "{v}");
+    server.stop().await;
+}
+
+async fn wait_for_counter(server: &TestServer, name: &str, at_least: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.counter(name).await < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed below {at_least}:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A new signing key: published, the old one closed, new digests signed with it, and the
+/// whole trail still verifies; retention of a whole window is recorded in the chain.
+#[tokio::test]
+async fn keys_rotate_and_retention_is_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = TestServer::start(digesting(dir.path())).await;
+    put(&server, "old", hour_events("old", "10", 5)).await;
+    let first = digests_now(&server, 1).await;
+    server.stop().await;
+
+    let rotated = digesting(dir.path()).with_args(&[
+        "--audit-signing-key",
+        &dir.path().join("new-signing.key").display().to_string(),
+        // Windows of 2023 are long past a year of retention.
+        "--retention-audit",
+        "365d",
+        "--compaction-interval",
+        "1s",
+    ]);
+    let mut server = TestServer::start(rotated).await;
+    let keys = server
+        .send("GET", "/v1/audit/public-keys", &[], b"")
+        .await
+        .json();
+    let keys = keys["publicKeys"].as_array().cloned().unwrap_or_default();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k["validTo"].is_string()), "{keys:?}");
+    assert!(keys.iter().any(|k| k["validTo"].is_null()), "{keys:?}");
+    // Retention empties 10:00; the digester records it, signed with the new key.
+    let v = wait_verified(&server, first + 1).await;
+    let store = dir.path().join("store");
+    let digests: Vec<Digest> = digest_files(&store)
+        .iter()
+        .map(|p| Digest::parse(&std::fs::read(p).expect("read")).expect("digest"))
+        .collect();
+    let retention = digests
+        .iter()
+        .find(|d| d.kind == watchtrail_storage::integrity::digest::DigestKind::Retention)
+        .unwrap_or_else(|| panic!("no retention digest: {v}"));
+    assert_ne!(
+        retention.public_key_fingerprint,
+        digests[0].public_key_fingerprint
+    );
+    assert_eq!(retention.event_count, 0);
+    server.stop().await;
+    let (ok, text) = verify_store(&store, &[]);
+    assert!(ok, "{text}");
+}

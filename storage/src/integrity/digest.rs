@@ -4,7 +4,7 @@
 //!   field order of [`Digest`]; its signature is Ed25519 over the same document serialized
 //!   with `signature` empty. Any byte changed, added or removed makes it "altered".
 //! - `<root>/<tenant>/_audit_digests/<sequence:012>.manifest`: the events it covers.
-//! - `<root>/_audit_keys/<fingerprint>.json`: the public keys, with their validity.
+//! - `<root>/_control/audit-keys/<fingerprint>.json`: the public keys, with their validity.
 //!
 //! The private key is a PKCS#8 file outside the bucket, created with mode 0600 at first start.
 
@@ -23,8 +23,8 @@ use crate::store::Storage;
 
 /// The directory of a tenant's digests, under the tenant.
 pub const DIGEST_DIR: &str = "_audit_digests";
-/// The directory of the public keys, under the root.
-pub const KEY_DIR: &str = "_audit_keys";
+/// The directory of the public keys, under the root's `_control`.
+pub const KEY_DIR: &str = "audit-keys";
 /// The only signature algorithm written.
 pub const ALGORITHM: &str = "Ed25519";
 
@@ -371,6 +371,7 @@ impl DigestStore {
     fn key_path(&self, fingerprint: &str) -> Path {
         self.base
             .clone()
+            .join("_control")
             .join(KEY_DIR)
             .join(format!("{fingerprint}.json"))
     }
@@ -380,7 +381,7 @@ impl DigestStore {
     /// # Errors
     /// Storage errors.
     pub async fn public_keys(&self) -> Result<Vec<PublicKeyDoc>> {
-        let dir = self.base.clone().join(KEY_DIR);
+        let dir = self.base.clone().join("_control").join(KEY_DIR);
         let metas: Vec<_> = self.store.list(Some(&dir)).try_collect().await?;
         let mut out = Vec::new();
         for m in metas {

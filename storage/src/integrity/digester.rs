@@ -338,6 +338,16 @@ impl Digester {
         let inside = files_in(files, w, w + WINDOW_MS);
         let (events, bad) = window_events(&self.storage, &inside, w, w + WINDOW_MS).await?;
         if let Some(b) = bad.first() {
+            if chain.windows.contains_key(&w) {
+                // A digested window whose file is gone or damaged: tampering or loss, not a
+                // transient failure.
+                report.mismatched.push(format_time(w));
+                tracing::error!(
+                    %tenant, window = %format_time(w), file = %b.path, reason = %b.reason,
+                    "a file of a digested audit window cannot be read; not digesting it again; run `watchtrail verify`"
+                );
+                return Ok(());
+            }
             return Err(Error::Internal(format!(
                 "audit file {} cannot be read ({}); the window {} is not digested; run `watchtrail verify`",
                 b.path,
