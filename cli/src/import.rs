@@ -38,6 +38,14 @@ pub struct ImportArgs {
     /// gets the same id, so a re-import stores them once); without it they are refused.
     #[arg(long)]
     pub fill_missing_ids: bool,
+    /// Validate CloudTrail's digest files against the log files before importing, with these
+    /// public keys (the JSON `aws cloudtrail list-public-keys` prints). Each digest's signature
+    /// is read from `<digest file>.sig` (its S3 object's `x-amz-meta-signature`).
+    #[arg(long)]
+    pub aws_public_keys: Option<PathBuf>,
+    /// With --aws-public-keys: import log files whose hash does not match their digest too.
+    #[arg(long, requires = "aws_public_keys")]
+    pub import_changed: bool,
 }
 
 /// A top-level JSON object that may be a delivery file.
@@ -54,12 +62,12 @@ struct Origin {
     index: usize,
 }
 
-/// The CloudTrail delivery files under the given paths, sorted, and how many digest files
-/// (`CloudTrail-Digest/`, which hold signatures, not events) were passed over.
+/// The CloudTrail delivery files under the given paths, sorted, and the digest files
+/// (`CloudTrail-Digest/`, which hold hashes and signatures, not events) passed over.
 ///
 /// # Errors
 /// A path that does not exist or cannot be read.
-pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, usize)> {
+pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         for entry in std::fs::read_dir(dir)
             .with_context(|| format!("cannot read directory {}", dir.display()))?
@@ -85,10 +93,10 @@ pub fn find_files(paths: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, usize)> {
             bail!("{} does not exist", p.display());
         }
     }
-    let before = out.len();
-    out.retain(|p| !is_digest_file(p));
-    let digests = before - out.len();
+    let (mut digests, mut out): (Vec<PathBuf>, Vec<PathBuf>) =
+        out.into_iter().partition(|p| is_digest_file(p));
     out.sort();
+    digests.sort();
     Ok((out, digests))
 }
 
@@ -301,9 +309,29 @@ fn refusal_summary(refused: &[(Origin, String)]) -> Vec<(String, usize, String)>
 /// same event ids).
 pub async fn import(conn: &ConnectionArgs, a: ImportArgs) -> anyhow::Result<()> {
     let client = Client::connect(conn)?;
-    let (files, digests) = find_files(&a.paths)?;
-    if digests > 0 {
-        eprintln!("skipped {digests} CloudTrail digest files (signatures, not events)");
+    let (mut files, digests) = find_files(&a.paths)?;
+    match &a.aws_public_keys {
+        Some(keys) => {
+            if digests.is_empty() {
+                bail!(
+                    "--aws-public-keys: no CloudTrail digest files (CloudTrail-Digest/) under the given paths"
+                );
+            }
+            let v = crate::aws_digests::validate(&digests, &files, keys)?;
+            print!("{}", v.summary());
+            if !v.changed.is_empty() && !a.import_changed {
+                println!(
+                    "not importing {} log files whose content is not what their digest lists (--import-changed imports them)",
+                    v.changed.len()
+                );
+                files.retain(|f| !v.changed.contains(f));
+            }
+        }
+        None if !digests.is_empty() => eprintln!(
+            "skipped {} CloudTrail digest files (hashes and signatures, not events; --aws-public-keys checks them)",
+            digests.len()
+        ),
+        None => {}
     }
     if files.is_empty() {
         bail!("no .json, .jsonl or .ndjson files found (gzipped or not)");
@@ -420,7 +448,7 @@ mod tests {
         .expect("write");
         let (files, digests) = find_files(&[dir.path().to_path_buf()]).expect("walk");
         assert_eq!(files.len(), 2);
-        assert_eq!(digests, 1);
+        assert_eq!(digests.len(), 1);
         for f in &files {
             let text = read_file(f).expect("read");
             let recs = records_of(f, &text).expect("parse");

@@ -11,6 +11,7 @@
 //! - [`logs`]: `logs` (log groups and their retention policies) over the HTTP API.
 
 pub mod alarms;
+pub mod aws_digests;
 pub mod backfill;
 pub mod client;
 pub mod cloudwatch;

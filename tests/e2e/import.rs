@@ -233,3 +233,93 @@ async fn imports_count_stored_duplicate_and_refused_events_apart() {
         "an event was stored twice: {ids:?}"
     );
 }
+
+/// A trail bucket copy with CloudTrail's signed digests: validated before the import (signature,
+/// chain, each log file's hash); a changed log file is named and left out, a removed digest
+/// signature and a broken chain are named.
+#[tokio::test]
+async fn cloudtrail_digests_are_validated_before_importing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("bucket");
+    let keys = dir.path().join("keys.json");
+    let made = std::process::Command::new(watchtrail_e2e::python())
+        .arg(watchtrail_e2e::manifest_dir().join("python/cloudtrail_digests.py"))
+        .arg(&copy)
+        .arg(&keys)
+        .status()
+        .expect("python");
+    assert!(made.success());
+    let server = watchtrail_e2e::TestServer::start(watchtrail_e2e::ServerOptions::local(
+        &dir.path().join("server"),
+    ))
+    .await;
+    let import = |extra: &[&str]| {
+        let mut c = server.cli();
+        c.arg("import")
+            .arg(&copy)
+            .arg("--aws-public-keys")
+            .arg(&keys)
+            .args(extra);
+        c
+    };
+    let out = import(&[]).output().await.expect("import");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2/2 CloudTrail digests valid"), "{text}");
+    assert!(text.contains("2/2 log files valid"), "{text}");
+    assert!(text.contains("5 stored"), "{text}");
+    assert!(!text.contains("INVALID"), "{text}");
+
+    // A log file changed after delivery: named, and not imported.
+    let log = walk(&copy)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("_b2.json.gz"))
+        .expect("log b2");
+    let changed = r#"{"Records":[{"eventVersion":"1.08","eventID":"forged","eventTime":"2023-07-10T11:30:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1"}]}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, changed.as_bytes()).expect("gzip");
+    std::fs::write(&log, gz.finish().expect("gzip")).expect("write");
+    // And the first digest's signature lost.
+    let sig = walk(&copy)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("110000Z.json.gz.sig"))
+        .expect("first signature");
+    std::fs::remove_file(&sig).expect("rm");
+    let out = import(&[]).output().await.expect("import");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("_b2.json.gz INVALID: changed"), "{text}");
+    assert!(
+        text.contains("110000Z.json.gz INVALID: no signature"),
+        "{text}"
+    );
+    assert!(text.contains("1/2 CloudTrail digests valid"), "{text}");
+    assert!(text.contains("1/2 log files valid"), "{text}");
+    assert!(text.contains("not importing 1 log files"), "{text}");
+    let n = watchtrail_e2e::sql_count(
+        &server,
+        "SELECT count(*) AS n FROM audit WHERE eventid = 'forged'",
+    )
+    .await;
+    assert_eq!(n, 0, "a changed file was imported");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use futures::StreamExt as _;
 use watchtrail_model::tables::TableKind;
 
 use super::digest::{
@@ -395,13 +396,22 @@ pub async fn verify(storage: &Storage, o: &VerifyOptions) -> Result<Report> {
             }
         }
     }
-    for &w in &windows {
+    // Windows are read and hashed a few at a time (one per core), compared in order.
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let files_ref = &files;
+    let mut reads = futures::stream::iter(windows.iter().copied().map(|w| async move {
+        let inside = files_in(files_ref, w, w + WINDOW_MS);
+        window_events(storage, &inside, w, w + WINDOW_MS)
+            .await
+            .map(|r| (w, r))
+    }))
+    .buffered(parallel);
+    while let Some(read) = reads.next().await {
+        let (w, (stored, bad)) = read?;
         report.windows = Some(match report.windows {
             None => (w, w),
             Some((a, b)) => (a.min(w), b.max(w)),
         });
-        let inside = files_in(&files, w, w + WINDOW_MS);
-        let (stored, bad) = window_events(storage, &inside, w, w + WINDOW_MS).await?;
         for b in bad {
             findings.push(Finding::FileUnreadable {
                 path: b.path,

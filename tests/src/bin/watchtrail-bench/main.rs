@@ -13,6 +13,7 @@
 mod agent;
 mod alarms;
 mod compaction;
+mod digests;
 mod hostile;
 mod query;
 
@@ -894,6 +895,8 @@ enum Bench {
     Agent(agent::Options),
     /// Other tenants' queries while hostile ones run.
     Hostile(hostile::Options),
+    /// Digesting and verifying a day of audit events.
+    Digests(digests::Options),
 }
 
 impl Bench {
@@ -936,6 +939,10 @@ impl Bench {
                 lines_per_sec: 50,
                 throughput_lines: 1_000,
                 ..o
+            }),
+            Bench::Digests(_) => Bench::Digests(digests::Options {
+                events: 20_000,
+                hours: 4,
             }),
             Bench::Hostile(_) => Bench::Hostile(hostile::Options {
                 hostile: 2,
@@ -993,6 +1000,7 @@ async fn main() -> anyhow::Result<()> {
             }
             alarms::bench_alarms(o).await
         }
+        Bench::Digests(o) => digests::bench(o).await,
         Bench::Compaction { tsbs, runs } => {
             compaction::bench_compaction(tsbs.hosts, tsbs.hours, runs).await
         }

@@ -239,7 +239,7 @@ const EVENTS: [(&str, &str); 24] = [
 ];
 
 /// One synthetic CloudTrail event (about 700 bytes), the shape of a real management event.
-fn audit_event(rng: &mut Rng, seq: u64, time_ms: i64) -> String {
+pub(crate) fn audit_event(rng: &mut Rng, seq: u64, time_ms: i64) -> String {
     // Zipf-like: event k is chosen with weight 1 / (k + 1).
     let r = rng.below(1_000_000) as f64 / 1_000_000.0 * 3.776; // H(24) ≈ 3.776
     let mut acc = 0.0;
