@@ -200,6 +200,12 @@ async fn verify_passes_untouched_and_names_every_tampering() {
         "{text}"
     );
     assert!(text.contains("15/15 events valid"), "{text}");
+    // A bad time is refused naming the parameter.
+    let bad = server
+        .send("GET", "/v1/audit/verify?startTime=yesterday", &[], b"")
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("startTime"), "{}", bad.text());
     // The keys are published, and the server's key signed everything.
     let keys = server
         .send("GET", "/v1/audit/public-keys", &[], b"")
