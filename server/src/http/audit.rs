@@ -20,6 +20,10 @@ use super::alarms::json_ok;
 use crate::auth::Principal;
 use crate::error::Answer;
 
+/// How long a verification through the server may run; longer ranges are for
+/// `watchtrail verify --store`, which has no server resources to hold.
+pub const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Clone)]
 struct AuditState {
     storage: Storage,
@@ -87,8 +91,17 @@ async fn verify_tenant(
         delay_ms: s.delay_ms,
         now_ms: crate::wal::now_ms(),
     };
-    match verify(&s.storage, &options).await {
-        Ok(report) => json_ok(StatusCode::OK, report.to_json(start_ms, end_ms)),
-        Err(e) => crate::error::storage_answer(e).into_response(),
+    match tokio::time::timeout(VERIFY_TIMEOUT, verify(&s.storage, &options)).await {
+        Ok(Ok(report)) => json_ok(StatusCode::OK, report.to_json(start_ms, end_ms)),
+        Ok(Err(e)) => crate::error::storage_answer(e).into_response(),
+        Err(_) => Answer::http(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!(
+                "verification through the server stops after {} s; give a shorter range, or run `watchtrail verify --store`",
+                VERIFY_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
     }
 }

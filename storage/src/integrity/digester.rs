@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use watchtrail_model::tables::TableKind;
 
@@ -233,21 +234,41 @@ impl Digester {
         report: &mut PassReport,
     ) -> Result<()> {
         let delay = i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX);
-        // 2. Windows that commits since the last pass touched, before the live ones.
+        // 2. Windows that commits since the last pass touched, before the live ones; then
+        // 1. closed windows since digesting began. Read and hashed a window per core, written
+        // in order.
         let touched = self
             .touched_windows(tenant, files, progress.table_version)
             .await?;
         let next_live = chain.next_live;
-        for w in touched.into_iter().filter(|w| *w < next_live) {
-            self.window(tenant, chain, files, w, now_ms, false, report)
-                .await?;
+        let mut jobs: Vec<(i64, bool)> = touched
+            .into_iter()
+            .filter(|w| *w < next_live)
+            .map(|w| (w, false))
+            .collect();
+        let mut w = next_live;
+        while w.saturating_add(WINDOW_MS).saturating_add(delay) <= now_ms {
+            jobs.push((w, true));
+            w += WINDOW_MS;
         }
-        // 1. Closed windows since digesting began.
-        while chain.next_live + WINDOW_MS + delay <= now_ms {
-            let w = chain.next_live;
-            self.window(tenant, chain, files, w, now_ms, true, report)
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let storage = &self.storage;
+        let windows: Vec<i64> = jobs.iter().map(|(w, _)| *w).collect();
+        let mut reads = futures::stream::iter(windows.into_iter().map(|w| async move {
+            let inside = files_in(files, w, w + WINDOW_MS);
+            window_events(storage, &inside, w, w + WINDOW_MS).await
+        }))
+        .buffered(parallel);
+        for &(w, live) in &jobs {
+            let read = reads
+                .next()
+                .await
+                .ok_or_else(|| Error::Internal("a window read went missing".into()))??;
+            self.window(tenant, chain, w, read, now_ms, live, report)
                 .await?;
-            chain.next_live += WINDOW_MS;
+            if live {
+                chain.next_live = w + WINDOW_MS;
+            }
         }
         // 3. Windows that retention emptied.
         if let Some(r) = retention {
@@ -329,14 +350,12 @@ impl Digester {
         &self,
         tenant: &str,
         chain: &mut Chain,
-        files: &TableFiles,
         w: i64,
+        (events, bad): (Vec<EventHash>, Vec<super::window::Unreadable>),
         now_ms: i64,
         live: bool,
         report: &mut PassReport,
     ) -> Result<()> {
-        let inside = files_in(files, w, w + WINDOW_MS);
-        let (events, bad) = window_events(&self.storage, &inside, w, w + WINDOW_MS).await?;
         if let Some(b) = bad.first() {
             if chain.windows.contains_key(&w) {
                 // A digested window whose file is gone or damaged: tampering or loss, not a
