@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use serde::Deserialize;
+use watchtrail_storage::integrity::digest::sha256_hex;
 
 use crate::import::read_file;
 
@@ -71,10 +72,6 @@ pub struct Validation {
     pub findings: Vec<String>,
     /// Local log files whose content is not what their digest lists: not to be imported.
     pub changed: HashSet<PathBuf>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// Checks the digest files among `digests` against the log files among `logs`.

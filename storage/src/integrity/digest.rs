@@ -109,35 +109,6 @@ impl Digest {
         Ok(d)
     }
 
-    /// Reads what it can of a damaged document (for judging the link of the next one): its
-    /// signature, if any.
-    pub fn parse_loose(bytes: &[u8]) -> Self {
-        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        Digest {
-            digest_version: 0,
-            tenant: text("tenant"),
-            sequence: v["sequence"].as_u64().unwrap_or(u64::MAX),
-            kind: DigestKind::Window,
-            window_start: text("windowStart"),
-            window_end: text("windowEnd"),
-            created_time: text("createdTime"),
-            coverage_start: text("coverageStart"),
-            event_count: 0,
-            oldest_event_time: None,
-            newest_event_time: None,
-            merkle_root: String::new(),
-            hash_format: 0,
-            manifest_hash: String::new(),
-            previous_digest_object: None,
-            previous_digest_hash: None,
-            previous_digest_signature: None,
-            public_key_fingerprint: String::new(),
-            signature_algorithm: String::new(),
-            signature: text("signature"),
-        }
-    }
-
     /// The object name of a digest (under the tenant's digest directory).
     pub fn object_name(sequence: u64) -> String {
         format!("{sequence:012}.json")

@@ -256,7 +256,8 @@ pub async fn verify(storage: &Storage, o: &VerifyOptions) -> Result<Report> {
     let mut findings = Vec::new();
     let names = store.list(tenant).await?;
     let mut read: Vec<Read> = Vec::new();
-    let mut prev: Option<(String, String, Digest)> = None;
+    // The previous digest's object name, SHA-256 and signature: what the next one must name.
+    let mut prev: Option<(String, String, String)> = None;
     let mut expected = 0u64;
     for name in names.iter().filter(|n| n.ends_with(".json")) {
         report.digests += 1;
@@ -271,12 +272,13 @@ pub async fn verify(storage: &Storage, o: &VerifyOptions) -> Result<Report> {
                     object: name.clone(),
                     reason,
                 });
-                // The next digest's link to this one is judged against these bytes.
-                prev = Some((
-                    name.clone(),
-                    sha256_hex(&bytes),
-                    Digest::parse_loose(&bytes),
-                ));
+                // The next digest's link to this one is judged against these bytes (and the
+                // signature they hold, if any can be read).
+                let signature = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["signature"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                prev = Some((name.clone(), sha256_hex(&bytes), signature));
                 expected += 1;
                 continue;
             }
@@ -296,11 +298,7 @@ pub async fn verify(storage: &Storage, o: &VerifyOptions) -> Result<Report> {
         let link = match &prev {
             None if d.sequence == 0 => (None, None, None),
             None => (Some(String::new()), None, None),
-            Some((pn, ph, pd)) => (
-                Some(pn.clone()),
-                Some(ph.clone()),
-                Some(pd.signature.clone()),
-            ),
+            Some((pn, ph, ps)) => (Some(pn.clone()), Some(ph.clone()), Some(ps.clone())),
         };
         let chain_ok = d.previous_digest_object == link.0
             && d.previous_digest_hash == link.1
@@ -341,7 +339,7 @@ pub async fn verify(storage: &Storage, o: &VerifyOptions) -> Result<Report> {
         if ok {
             report.digests_valid += 1;
         }
-        prev = Some((name.clone(), sha256_hex(&bytes), d.clone()));
+        prev = Some((name.clone(), sha256_hex(&bytes), d.signature.clone()));
         read.push(Read {
             object: name.clone(),
             digest: d,
