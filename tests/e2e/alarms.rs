@@ -258,10 +258,11 @@ async fn state_changes_reach_a_signed_webhook_through_outages_and_restarts() {
     );
 
     // The receiver goes down; the alarm recovers (no more data, notBreaching) and the OK
-    // notification fails and waits in the outbox.
+    // notification fails and waits in the outbox. The breaching point stays in the evaluation
+    // range (N + 2 = 3 periods) for 30 s after the ALARM, so the wait allows twice that.
     receiver.go_down();
     server
-        .wait_alarm_state("errors", "OK", Duration::from_secs(30))
+        .wait_alarm_state("errors", "OK", Duration::from_secs(60))
         .await;
     wait_for(
         "a failed delivery attempt to be recorded",
