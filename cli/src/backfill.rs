@@ -19,8 +19,9 @@ use watchtrail_query::alarm::MetricFilter;
 
 use crate::alarms::Api;
 use crate::client::{Client, ConnectionArgs};
-use crate::cloudwatch::{iso, lit, parse_time};
+use crate::cloudwatch::{iso, parse_time};
 use crate::query::{Backend, BackendArgs};
+use watchtrail_query::cloudwatch::lit;
 
 /// Values per series in one request (PutMetricData's limit per entry).
 const VALUES_PER_ENTRY: usize = 150;

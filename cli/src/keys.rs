@@ -22,6 +22,14 @@ pub enum KeysCommand {
         /// Who or what holds the key.
         #[arg(long, default_value = "")]
         description: String,
+        /// Also issue AWS credentials (SigV4) for the key, and print it as a profile of an AWS
+        /// credentials file (`AWS_SHARED_CREDENTIALS_FILE` can point at the output); the token
+        /// is kept in a comment line of it.
+        #[arg(long, conflicts_with = "store")]
+        aws_credentials: bool,
+        /// The profile name of `--aws-credentials` output.
+        #[arg(long, default_value = "default", requires = "aws_credentials")]
+        profile: String,
         /// Write the key straight into this store instead of asking a server.
         #[arg(long)]
         store: Option<String>,
@@ -67,6 +75,7 @@ pub async fn keys(conn: &ConnectionArgs, cmd: KeysCommand) -> anyhow::Result<()>
             role,
             description,
             store: Some(url),
+            ..
         } => {
             let (record, token) = key_store(&url)?
                 .create(&conn.store_tenant()?, role, &description)
@@ -77,9 +86,17 @@ pub async fn keys(conn: &ConnectionArgs, cmd: KeysCommand) -> anyhow::Result<()>
         KeysCommand::Create {
             role,
             description,
+            aws_credentials,
+            profile,
             store: None,
         } => {
             let mut body = json!({"role": role, "description": description});
+            if aws_credentials {
+                if profile.is_empty() || profile.contains([']', '\n', '\r']) {
+                    bail!("--profile: `{profile}` cannot be a profile name");
+                }
+                body["awsCredentials"] = Value::Bool(true);
+            }
             if let Some(t) = &conn.tenant {
                 body["tenant"] = Value::String(t.clone());
             }
@@ -87,9 +104,22 @@ pub async fn keys(conn: &ConnectionArgs, cmd: KeysCommand) -> anyhow::Result<()>
                 .call(Method::POST, &["v1", "keys"], &[], Some(&body))
                 .await?;
             announce(&v);
-            match v["token"].as_str() {
-                Some(t) => println!("{t}"),
-                None => bail!("the server's answer holds no token"),
+            let Some(token) = v["token"].as_str() else {
+                bail!("the server's answer holds no token");
+            };
+            if aws_credentials {
+                let (Some(id), Some(secret)) = (
+                    v["awsAccessKeyId"].as_str(),
+                    v["awsSecretAccessKey"].as_str(),
+                ) else {
+                    bail!("the server's answer holds no AWS credentials");
+                };
+                println!("[{profile}]");
+                println!("aws_access_key_id = {id}");
+                println!("aws_secret_access_key = {secret}");
+                println!("# watchtrail token: {token}");
+            } else {
+                println!("{token}");
             }
         }
         KeysCommand::List { store: Some(url) } => {

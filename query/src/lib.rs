@@ -7,6 +7,8 @@
 //!   shared memory budget, table snapshots and providers.
 //! - [`alarm`]: alarm definitions and metric filters checked against the engine (the types and
 //!   the state machine live in `watchtrail-model`).
+//! - [`cloudwatch`]: CloudWatch's metric reads (`ListMetrics`, `GetMetricStatistics`) as SQL,
+//!   with CloudWatch's rules; the CLI and the server's AWS API share them.
 //! - [`output`]: answers as tables, JSON, CSV and Arrow IPC.
 //! - [`error`]: the engine's error type; storage errors convert into it.
 //! - [`cloudtrail`], [`limits`], [`pattern`], [`tables`], [`units`], [`validate`]: re-exported
@@ -28,6 +30,7 @@
 pub use watchtrail_model::{cloudtrail, limits, pattern, tables, units, validate};
 
 pub mod alarm;
+pub mod cloudwatch;
 pub mod engine;
 pub mod error;
 pub mod output;

@@ -212,6 +212,17 @@ impl Auth {
         }
     }
 
+    /// The key `key_id` (from the cache, else the store), if it exists.
+    ///
+    /// # Errors
+    /// Keys could not be read from the store.
+    pub async fn record(&self, key_id: &str) -> Result<Option<KeyRecord>, Denied> {
+        match self.cached(key_id) {
+            Some(r) => Ok(Some(r)),
+            None => self.look_up(key_id).await,
+        }
+    }
+
     fn cached(&self, key_id: &str) -> Option<KeyRecord> {
         self.cache.read().ok()?.keys.get(key_id).cloned()
     }

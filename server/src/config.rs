@@ -181,6 +181,17 @@ pub struct ServerArgs {
     #[arg(long, env = "WATCHTRAIL_NO_COMPACTION")]
     pub no_compaction: bool,
 
+    /// The AWS master key (64 hex digits) that the SigV4 secrets of keys with AWS credentials
+    /// derive from; created with mode 0600 when absent. Every server of one store needs the
+    /// same file; keep it outside the bucket. Default: `aws-master.key` next to the WAL
+    /// directory.
+    #[arg(long, env = "WATCHTRAIL_AWS_MASTER_KEY")]
+    pub aws_master_key: Option<PathBuf>,
+
+    /// The region AWS-signed calls must be scoped to (what clients pass as `--region`).
+    #[arg(long, env = "WATCHTRAIL_AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+
     /// The Ed25519 key (PKCS#8) that signs audit digests; created with mode 0600 when absent.
     /// Keep it outside the bucket. Default: `audit-signing.key` next to the WAL directory.
     #[arg(long, env = "WATCHTRAIL_AUDIT_SIGNING_KEY")]
@@ -384,6 +395,10 @@ pub struct ServerConfig {
     pub max_connections_per_source: usize,
     /// Signed audit digests.
     pub digests: crate::digests::DigestConfig,
+    /// `--aws-master-key` (resolved).
+    pub aws_master_key: PathBuf,
+    /// `--aws-region`.
+    pub aws_region: String,
 }
 
 /// The directory of the server's local files besides the WAL (the first admin key, the
@@ -548,6 +563,22 @@ impl ServerArgs {
                 retry_max: self.webhook_retry_max,
                 egress: crate::alarms::egress::Egress::parse(&self.webhook_allow_networks)
                     .map_err(|e| format!("--webhook-allow-networks: {e}"))?,
+            },
+            aws_master_key: self
+                .aws_master_key
+                .clone()
+                .unwrap_or_else(|| data_dir(&self.wal_dir).join("aws-master.key")),
+            aws_region: {
+                let r = self.aws_region.trim();
+                if r.is_empty()
+                    || r.len() > 64
+                    || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(format!(
+                        "--aws-region: `{r}` is not a region name such as us-east-1"
+                    ));
+                }
+                r.to_string()
             },
             digests: crate::digests::DigestConfig {
                 enabled: !self.no_audit_digests,

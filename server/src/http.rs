@@ -62,6 +62,8 @@ pub struct Services {
     pub storage: watchtrail_storage::store::Storage,
     /// The digester's delay (what `verify` expects).
     pub digest_delay: std::time::Duration,
+    /// The AWS APIs (and the master key that keys' AWS secrets derive from).
+    pub aws: Arc<crate::aws::AwsState>,
 }
 
 /// The HTTP routes.
@@ -77,6 +79,7 @@ pub fn router(services: Services) -> Router {
         max_answer_bytes,
         storage,
         digest_delay,
+        aws,
     } = services;
     let api = Router::new()
         .route("/v1/query", post(query::query))
@@ -98,7 +101,7 @@ pub fn router(services: Services) -> Router {
                 )),
         )
         .merge(alarms::router(Arc::clone(&alarms)))
-        .merge(keys::router(auth.clone()))
+        .merge(keys::router(auth.clone(), Arc::clone(&aws.master)))
         .layer(axum::middleware::from_fn_with_state(
             Gate { auth, trail },
             authorize,
@@ -112,6 +115,7 @@ pub fn router(services: Services) -> Router {
             alarms,
         })
         .merge(api)
+        .merge(crate::aws::router(aws))
 }
 
 /// The role a call needs: queries and reads need `read`; keys and every change need `admin`.

@@ -23,6 +23,7 @@
 pub mod agent_child;
 pub mod alarms;
 pub mod auth;
+pub mod aws;
 pub mod config;
 pub mod digests;
 pub mod error;
@@ -193,6 +194,19 @@ pub async fn serve(
     } else {
         (self_audit::SelfAudit::off(Arc::clone(&metrics)), None)
     };
+    let aws_master = Arc::new(
+        watchtrail_storage::keys::AwsMaster::load_or_create(&config.aws_master_key)
+            .map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    let aws = Arc::new(aws::AwsState {
+        auth: auth.clone(),
+        master: Arc::clone(&aws_master),
+        region: config.aws_region.clone(),
+        ingest: ingest.clone(),
+        engine: engine.clone(),
+        gate: gate.clone(),
+        trail: trail.clone(),
+    });
     let ingest_service = IngestServiceServer::new(grpc::ingest::IngestServiceImpl::new(
         ingest,
         auth.clone(),
@@ -270,6 +284,7 @@ pub async fn serve(
         max_answer_bytes: config.query_max_answer_bytes,
         storage: storage.clone(),
         digest_delay: config.digests.delay,
+        aws,
     });
     let http: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match &config.tls {
         None => Box::pin(http::serve::serve(

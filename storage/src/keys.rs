@@ -98,6 +98,11 @@ pub struct KeyRecord {
     salt: String,
     /// HMAC-SHA256(salt, secret), hex.
     hash: String,
+    /// Whether AWS credentials (an access key id and a SigV4 secret derived from the server's
+    /// AWS master key, see [`AwsMaster`]) were issued for the key: only then do AWS-signed
+    /// calls with its access key id authenticate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aws: bool,
 }
 
 impl KeyRecord {
@@ -118,7 +123,83 @@ impl KeyRecord {
             "role": self.role,
             "description": self.description,
             "created": self.created,
+            "awsAccessKeyId": self.aws.then(|| access_key_id(&self.key_id)),
         })
+    }
+}
+
+/// The prefix of the AWS access key ids of Watchtrail keys.
+pub const ACCESS_KEY_PREFIX: &str = "WTAK";
+const AWS_SECRET_CONTEXT: &[u8] = b"watchtrail-sigv4-secret-v1:";
+
+/// A key's AWS access key id: `WTAK` and the key id in upper case (20 characters, as AWS's).
+pub fn access_key_id(key_id: &str) -> String {
+    format!("{ACCESS_KEY_PREFIX}{}", key_id.to_ascii_uppercase())
+}
+
+/// The key id an AWS access key id names, if it is one of Watchtrail's.
+pub fn key_id_of_access_key(access_key_id: &str) -> Option<String> {
+    let hex = access_key_id.strip_prefix(ACCESS_KEY_PREFIX)?;
+    (hex.len() == KEY_ID_BYTES * 2 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+/// The server's AWS master key: SigV4 needs the verifier to hold the signing secret, and the
+/// bucket must hold no secret in clear, so each key's AWS secret is derived from this master key
+/// and the key id (HMAC-SHA256), shown once when the key is made, and recomputed when a signed
+/// call arrives. The master key is a file outside the bucket (0600); every server of one store
+/// needs the same file. Replacing it invalidates every AWS secret issued with it.
+pub struct AwsMaster {
+    key: ring::hmac::Key,
+}
+
+impl fmt::Debug for AwsMaster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AwsMaster(<hidden>)")
+    }
+}
+
+impl AwsMaster {
+    /// The master key of this many random bytes (hex in its file).
+    const BYTES: usize = 32;
+
+    /// Reads the master key from `path`, or creates it there (mode 0600) when there is none.
+    ///
+    /// # Errors
+    /// A file that cannot be read or made, or does not hold 64 hex digits.
+    pub fn load_or_create(path: &std::path::Path) -> Result<Self> {
+        let bytes = crate::store::read_or_create_private_file(path, || {
+            random_hex(&SystemRandom::new(), Self::BYTES).map(String::into_bytes)
+        })
+        .map_err(|e| Error::Unavailable(format!("AWS master key {}: {e}", path.display())))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let raw = hex::decode(text.trim())
+            .ok()
+            .filter(|b| b.len() == Self::BYTES)
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "AWS master key {}: expected {} hex digits",
+                    path.display(),
+                    Self::BYTES * 2
+                ))
+            })?;
+        Ok(Self::from_bytes(&raw))
+    }
+
+    /// A master key from its bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
+        }
+    }
+
+    /// The AWS secret access key of `key_id`: 40 characters of base64, as AWS's.
+    pub fn secret_for(&self, key_id: &str) -> String {
+        use base64::Engine as _;
+        let mut msg = AWS_SECRET_CONTEXT.to_vec();
+        msg.extend_from_slice(key_id.as_bytes());
+        let tag = ring::hmac::sign(&self.key, &msg);
+        base64::engine::general_purpose::STANDARD.encode(&tag.as_ref()[..30])
     }
 }
 
@@ -197,6 +278,21 @@ impl KeyStore {
         role: Role,
         description: &str,
     ) -> Result<(KeyRecord, String)> {
+        self.create_with(tenant, role, description, false).await
+    }
+
+    /// As [`KeyStore::create`]; with `aws`, the key also takes AWS-signed calls (the caller
+    /// shows its derived secret, see [`AwsMaster`]).
+    ///
+    /// # Errors
+    /// A bad tenant name or description; storage errors.
+    pub async fn create_with(
+        &self,
+        tenant: &str,
+        role: Role,
+        description: &str,
+        aws: bool,
+    ) -> Result<(KeyRecord, String)> {
         validate_tenant(tenant).map_err(Error::InvalidTenant)?;
         if description.len() > MAX_DESCRIPTION || description.chars().any(char::is_control) {
             return Err(Error::Invalid(format!(
@@ -218,6 +314,7 @@ impl KeyStore {
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             salt,
             hash,
+            aws,
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?;
         // A key id that already exists (2^-64 a pair) is refused by the store, never replaced.
@@ -352,6 +449,44 @@ mod tests {
         assert!(keys.create("_control", Role::Read, "").await.is_err());
         assert!(keys.create("acme", Role::Read, "a\nb").await.is_err());
         assert!(keys.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn aws_credentials_are_derived_and_map_back_to_their_key() {
+        let keys = store();
+        let (plain, _) = keys.create("acme", Role::Read, "").await.unwrap();
+        let (aws, _) = keys
+            .create_with("acme", Role::Ingest, "", true)
+            .await
+            .unwrap();
+        assert!(!plain.aws && aws.aws);
+        assert!(keys.get(&aws.key_id).await.unwrap().unwrap().aws);
+        let id = access_key_id(&aws.key_id);
+        assert_eq!(id.len(), 20);
+        assert_eq!(key_id_of_access_key(&id), Some(aws.key_id.clone()));
+        assert_eq!(key_id_of_access_key("AKIAIOSFODNN7EXAMPLE"), None);
+        assert_eq!(key_id_of_access_key("WTAK0123"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aws-master.key");
+        let m1 = AwsMaster::load_or_create(&path).unwrap();
+        let m2 = AwsMaster::load_or_create(&path).unwrap();
+        let s = m1.secret_for(&aws.key_id);
+        assert_eq!(s.len(), 40);
+        assert_eq!(
+            s,
+            m2.secret_for(&aws.key_id),
+            "the file is read back, not remade"
+        );
+        assert_ne!(s, m1.secret_for(&plain.key_id));
+        assert_ne!(s, AwsMaster::from_bytes(&[7; 32]).secret_for(&aws.key_id));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "short").unwrap();
+        assert!(AwsMaster::load_or_create(&path).is_err());
     }
 
     #[test]

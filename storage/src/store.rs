@@ -574,6 +574,39 @@ pub fn create_private_dir(path: &std::path::Path, narrow_existing: bool) -> std:
     Ok(())
 }
 
+/// The bytes of a private file (a key), made by `make` and written with mode 0600 (its directory
+/// 0700) when there is none yet. Two processes racing to make it: one wins, the other reads.
+///
+/// # Errors
+/// The file cannot be read or made; `make` failed.
+pub fn read_or_create_private_file(
+    path: &std::path::Path,
+    make: impl FnOnce() -> crate::Result<Vec<u8>>,
+) -> std::io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => return Ok(b),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let bytes = make().map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir, false)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(mut f) => {
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

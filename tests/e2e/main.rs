@@ -3,6 +3,7 @@
 mod agent;
 mod alarms;
 mod auth;
+mod aws;
 mod cli;
 mod cloudtrail_sql;
 mod cloudwatch_cli;

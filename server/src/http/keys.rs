@@ -15,18 +15,25 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{delete, get};
 use serde_json::{Value, json};
-use watchtrail_storage::keys::{MAX_DESCRIPTION, Role};
+use std::sync::Arc;
+use watchtrail_storage::keys::{AwsMaster, MAX_DESCRIPTION, Role, access_key_id};
 
 use super::alarms::json_ok;
 use crate::auth::{Auth, Principal};
 use crate::error::{Answer, error_response};
 
+#[derive(Clone)]
+struct KeysState {
+    auth: Auth,
+    master: Arc<AwsMaster>,
+}
+
 /// The routes.
-pub fn router(auth: Auth) -> Router {
+pub fn router(auth: Auth, master: Arc<AwsMaster>) -> Router {
     Router::new()
         .route("/v1/keys", get(list).post(create))
         .route("/v1/keys/{id}", delete(revoke))
-        .with_state(auth)
+        .with_state(KeysState { auth, master })
 }
 
 fn invalid(field: &str, message: &str) -> Response {
@@ -40,7 +47,7 @@ fn unavailable(e: watchtrail_storage::Error) -> Response {
 }
 
 async fn create(
-    State(auth): State<Auth>,
+    State(KeysState { auth, master }): State<KeysState>,
     Extension(caller): Extension<Principal>,
     body: Bytes,
 ) -> Response {
@@ -51,10 +58,18 @@ async fn create(
     };
     if let Some(k) = v.as_object().and_then(|o| {
         o.keys()
-            .find(|k| !["role", "description", "tenant"].contains(&k.as_str()))
+            .find(|k| !["role", "description", "tenant", "awsCredentials"].contains(&k.as_str()))
     }) {
-        return invalid(k, "unknown field; expected role, description, tenant");
+        return invalid(
+            k,
+            "unknown field; expected role, description, tenant, awsCredentials",
+        );
     }
+    let aws = match v.get("awsCredentials") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return invalid("awsCredentials", "must be true or false"),
+    };
     let role = match v.get("role").map(|r| r.as_str().map(Role::parse)) {
         None => return invalid("role", "is required (ingest, read or admin)"),
         Some(Some(Ok(r))) => r,
@@ -86,11 +101,21 @@ async fn create(
             );
         }
     }
-    match auth.keys().create(&caller.tenant, role, description).await {
+    match auth
+        .keys()
+        .create_with(&caller.tenant, role, description, aws)
+        .await
+    {
         Ok((record, token)) => {
-            tracing::info!(key_id = %record.key_id, tenant = %record.tenant, role = %record.role, by = caller.key_id.as_deref().unwrap_or("-"), "API key created");
+            tracing::info!(key_id = %record.key_id, tenant = %record.tenant, role = %record.role, aws, by = caller.key_id.as_deref().unwrap_or("-"), "API key created");
             let mut body = record.public();
             body["token"] = Value::String(token);
+            if aws {
+                // Shown once, like the token; recomputed from the master key when a signed
+                // call arrives, never stored.
+                body["awsAccessKeyId"] = Value::String(access_key_id(&record.key_id));
+                body["awsSecretAccessKey"] = Value::String(master.secret_for(&record.key_id));
+            }
             auth.remember(record);
             json_ok(StatusCode::OK, body)
         }
@@ -101,7 +126,10 @@ async fn create(
     }
 }
 
-async fn list(State(auth): State<Auth>, Extension(caller): Extension<Principal>) -> Response {
+async fn list(
+    State(KeysState { auth, .. }): State<KeysState>,
+    Extension(caller): Extension<Principal>,
+) -> Response {
     match auth.keys().list().await {
         Ok(keys) => {
             let keys: Vec<Value> = keys
@@ -116,7 +144,7 @@ async fn list(State(auth): State<Auth>, Extension(caller): Extension<Principal>)
 }
 
 async fn revoke(
-    State(auth): State<Auth>,
+    State(KeysState { auth, .. }): State<KeysState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {

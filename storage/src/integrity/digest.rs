@@ -148,26 +148,13 @@ impl Signer {
         let io = |e: std::io::Error| {
             Error::Unavailable(format!("audit signing key {}: {e}", path.display()))
         };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let rng = ring::rand::SystemRandom::new();
-                let doc = Ed25519KeyPair::generate_pkcs8(&rng)
-                    .map_err(|e| Error::Internal(format!("generating a signing key: {e}")))?;
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    crate::store::create_private_dir(dir, false).map_err(io)?;
-                }
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(path).map_err(io)?;
-                std::io::Write::write_all(&mut f, doc.as_ref()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                doc.as_ref().to_vec()
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let bytes = crate::store::read_or_create_private_file(path, || {
+            let rng = ring::rand::SystemRandom::new();
+            Ed25519KeyPair::generate_pkcs8(&rng)
+                .map(|doc| doc.as_ref().to_vec())
+                .map_err(|e| Error::Internal(format!("generating a signing key: {e}")))
+        })
+        .map_err(io)?;
         Self::from_pkcs8(&bytes).map_err(|e| {
             Error::Unavailable(format!(
                 "audit signing key {}: not an Ed25519 PKCS#8 key: {e}",

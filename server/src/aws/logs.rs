@@ -1,0 +1,341 @@
+//! CloudWatch Logs operations: `PutLogEvents`, `GetLogEvents`, `FilterLogEvents`.
+
+use arrow::array::{Array as _, AsArray as _, RecordBatch};
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
+use watchtrail_proto::v1::{LogEvent, PutLogEventsRequest};
+use watchtrail_query::cloudwatch::lit;
+use watchtrail_query::pattern::FilterPattern;
+
+use super::error::{AwsError, Kind};
+use super::value::{Input, V};
+use super::{Ctx, ingest_error};
+
+/// Most events a `GetLogEvents` or `FilterLogEvents` answer holds (CloudWatch Logs' limit).
+pub const MAX_EVENTS: i64 = 10_000;
+
+/// `log_events[3].timestamp_ms` as CloudWatch Logs names it: `logEvents[3].timestamp`.
+fn logs_field(field: &str) -> String {
+    field
+        .replace("log_events", "logEvents")
+        .replace("timestamp_ms", "timestamp")
+        .replace("log_group_name", "logGroupName")
+        .replace("log_stream_name", "logStreamName")
+}
+
+fn group_name<'a>(input: &Input<'a>) -> Result<String, AwsError> {
+    match (input.str("logGroupName")?, input.str("logGroupIdentifier")?) {
+        (Some(n), _) => Ok(n.to_string()),
+        // An ARN names the group after `log-group:`.
+        (None, Some(id)) => Ok(id
+            .split_once(":log-group:")
+            .map_or(id, |(_, g)| g.trim_end_matches(":*"))
+            .to_string()),
+        (None, None) => Err(AwsError::missing("logGroupName")),
+    }
+}
+
+/// `PutLogEvents`: in the WAL before the answer; events too old or too new are left out and
+/// reported in `rejectedLogEventsInfo`, as CloudWatch Logs does.
+///
+/// # Errors
+/// A rule of the batch broken (order, size, span), named.
+pub async fn put_log_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
+    let input = &ctx.input;
+    let group = group_name(input)?;
+    let stream = input.req_str("logStreamName")?.to_string();
+    let items = input.list("logEvents")?;
+    let mut events = Vec::with_capacity(items.len());
+    for item in &items {
+        let e = item.object()?;
+        events.push(LogEvent {
+            timestamp_ms: e
+                .i64("timestamp")?
+                .ok_or_else(|| AwsError::missing(format!("{}.timestamp", item.field)))?,
+            message: e
+                .str("message")?
+                .ok_or_else(|| AwsError::missing(format!("{}.message", item.field)))?
+                .to_string(),
+        });
+    }
+    let req = PutLogEventsRequest {
+        idempotency_id: format!("aws-{}", uuid::Uuid::new_v4()),
+        log_group_name: group,
+        log_stream_name: stream,
+        log_events: events,
+        origin: None,
+    };
+    let resp = ctx
+        .state
+        .ingest
+        .put_logs(&ctx.principal.tenant, req)
+        .await
+        .map_err(|e| ingest_error(&e, logs_field))?;
+    let mut too_old: Option<i64> = None;
+    let mut too_new: Option<i64> = None;
+    for r in &resp.rejected {
+        let i = i64::from(r.index);
+        if r.reason.contains("past") {
+            too_old = Some(too_old.map_or(i, |o| o.max(i)));
+        } else {
+            too_new = Some(too_new.map_or(i, |n| n.min(i)));
+        }
+    }
+    let rejected = if too_old.is_some() || too_new.is_some() {
+        V::object(vec![
+            ("tooOldLogEventEndIndex", too_old.map_or(V::Null, V::Int)),
+            ("tooNewLogEventStartIndex", too_new.map_or(V::Null, V::Int)),
+        ])
+    } else {
+        V::Null
+    };
+    Ok(V::object(vec![
+        (
+            "nextSequenceToken",
+            V::Str(format!("{:056}", resp.accepted)),
+        ),
+        ("rejectedLogEventsInfo", rejected),
+    ]))
+}
+
+fn limit_of(input: &Input<'_>) -> Result<i64, AwsError> {
+    match input.i64("limit")? {
+        None => Ok(MAX_EVENTS),
+        Some(l) if (1..=MAX_EVENTS).contains(&l) => Ok(l),
+        Some(l) => Err(AwsError::invalid(
+            "limit",
+            format!("{l} is not from 1 to {MAX_EVENTS}"),
+        )),
+    }
+}
+
+fn time_filters(input: &Input<'_>) -> Result<Vec<String>, AwsError> {
+    let mut out = Vec::new();
+    if let Some(s) = input.i64("startTime")? {
+        out.push(format!("time >= to_timestamp_millis({s})"));
+    }
+    if let Some(e) = input.i64("endTime")? {
+        out.push(format!("time < to_timestamp_millis({e})"));
+    }
+    Ok(out)
+}
+
+/// One event row of an answer.
+struct Row {
+    stream: String,
+    time_ms: i64,
+    ingest_ms: i64,
+    message: String,
+}
+
+fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>, AwsError> {
+    let bad = |e: arrow::error::ArrowError| AwsError::new(Kind::Internal, e.to_string());
+    let ts = watchtrail_query::tables::timestamp_type();
+    let mut out = Vec::new();
+    for b in batches {
+        let stream = arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(bad)?;
+        let time = arrow::compute::cast(b.column(1), &ts).map_err(bad)?;
+        let ingest = arrow::compute::cast(b.column(2), &ts).map_err(bad)?;
+        let message = arrow::compute::cast(b.column(3), &DataType::Utf8).map_err(bad)?;
+        let (stream, time, ingest, message) = (
+            stream.as_string::<i32>(),
+            time.as_primitive::<TimestampMicrosecondType>(),
+            ingest.as_primitive::<TimestampMicrosecondType>(),
+            message.as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            out.push(Row {
+                stream: stream.value(i).to_string(),
+                time_ms: time.value(i) / 1000,
+                ingest_ms: if ingest.is_null(i) {
+                    0
+                } else {
+                    ingest.value(i) / 1000
+                },
+                message: message.value(i).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn count_of(batches: &[RecordBatch]) -> i64 {
+    batches
+        .first()
+        .and_then(|b| arrow::compute::cast(b.column(0), &DataType::Int64).ok())
+        .map_or(0, |c| {
+            c.as_primitive::<arrow::datatypes::Int64Type>().value(0)
+        })
+}
+
+const ORDER: &str = "ORDER BY time, ingest_time, message";
+
+/// `GetLogEvents`: one stream's events in time order, newest page first unless
+/// `startFromHead`, with forward and backward tokens (`f/<position>`, `b/<position>`).
+///
+/// # Errors
+/// A missing stream name, a bad token or limit.
+pub async fn get_log_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
+    let input = &ctx.input;
+    let group = group_name(input)?;
+    let stream = input.req_str("logStreamName")?;
+    let limit = limit_of(input)?;
+    let mut filters = vec![
+        format!("log_group = {}", lit(&group)),
+        format!("log_stream = {}", lit(stream)),
+    ];
+    filters.extend(time_filters(input)?);
+    let filter = filters.join(" AND ");
+    let token = input.str("nextToken")?;
+    let parse = |t: &str, p: &str| {
+        t.strip_prefix(p)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                AwsError::invalid(
+                    "nextToken",
+                    format!("`{t}` is not a token from a previous answer"),
+                )
+            })
+    };
+    // The window [start, end) of positions this page covers.
+    let (start, end) = match token {
+        Some(t) if t.starts_with("f/") => {
+            let s = parse(t, "f/")?;
+            (s, s + limit)
+        }
+        Some(t) if t.starts_with("b/") => {
+            let e = parse(t, "b/")?;
+            ((e - limit).max(0), e)
+        }
+        Some(t) => {
+            return Err(AwsError::invalid(
+                "nextToken",
+                format!("`{t}` is not a token from a previous answer"),
+            ));
+        }
+        None if input.bool("startFromHead")?.unwrap_or(false) => (0, limit),
+        None => {
+            let total = count_of(
+                &ctx.sql(&format!("SELECT count(*) FROM logs WHERE {filter}"))
+                    .await?,
+            );
+            ((total - limit).max(0), total)
+        }
+    };
+    let got = rows(
+        &ctx.sql(&format!(
+            "SELECT log_stream, time, ingest_time, message FROM logs WHERE {filter} {ORDER} \
+             LIMIT {} OFFSET {start}",
+            end - start
+        ))
+        .await?,
+    )?;
+    let last = start + got.len() as i64;
+    let events = got
+        .into_iter()
+        .map(|r| {
+            V::object(vec![
+                ("timestamp", V::Int(r.time_ms)),
+                ("message", V::Str(r.message)),
+                ("ingestionTime", V::Int(r.ingest_ms)),
+            ])
+        })
+        .collect();
+    Ok(V::object(vec![
+        ("events", V::List(events)),
+        ("nextForwardToken", V::Str(format!("f/{last}"))),
+        ("nextBackwardToken", V::Str(format!("b/{start}"))),
+    ]))
+}
+
+/// `FilterLogEvents`: events of a group (some streams, or streams by prefix) that match a
+/// filter pattern, in time order, paged by `nextToken`.
+///
+/// # Errors
+/// A bad pattern (its position named), token or limit.
+pub async fn filter_log_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
+    let input = &ctx.input;
+    let group = group_name(input)?;
+    let limit = limit_of(input)?;
+    let mut filters = vec![format!("log_group = {}", lit(&group))];
+    filters.extend(time_filters(input)?);
+    let streams = input.str_list("logStreamNames")?;
+    let prefix = input.str("logStreamNamePrefix")?;
+    if !streams.is_empty() && prefix.is_some() {
+        return Err(AwsError::invalid(
+            "logStreamNamePrefix",
+            "give logStreamNames or logStreamNamePrefix, not both",
+        ));
+    }
+    if streams.len() > 100 {
+        return Err(AwsError::invalid("logStreamNames", "at most 100 streams"));
+    }
+    if !streams.is_empty() {
+        filters.push(format!(
+            "log_stream IN ({})",
+            streams
+                .iter()
+                .map(|s| lit(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(p) = prefix {
+        filters.push(format!("starts_with(log_stream, {})", lit(p)));
+    }
+    if let Some(p) = input.str("filterPattern")?.filter(|p| !p.trim().is_empty()) {
+        FilterPattern::parse(p).map_err(|e| AwsError::invalid("filterPattern", e))?;
+        filters.push(format!("filter_pattern_match({}, message)", lit(p)));
+    }
+    let offset = match input.str("nextToken")? {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("wt1-")
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                AwsError::new(
+                    Kind::BadToken,
+                    format!("nextToken: `{t}` is not a token from a previous answer"),
+                )
+            })?,
+    };
+    let mut got = rows(
+        &ctx.sql(&format!(
+            "SELECT log_stream, time, ingest_time, message FROM logs WHERE {} \
+             ORDER BY time, log_stream, ingest_time, message LIMIT {} OFFSET {offset}",
+            filters.join(" AND "),
+            limit + 1
+        ))
+        .await?,
+    )?;
+    let more = got.len() as i64 > limit;
+    got.truncate(limit as usize);
+    let events = got
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            V::object(vec![
+                ("logStreamName", V::Str(r.stream)),
+                ("timestamp", V::Int(r.time_ms)),
+                ("message", V::Str(r.message)),
+                ("ingestionTime", V::Int(r.ingest_ms)),
+                (
+                    "eventId",
+                    V::Str(format!("{:020}{:016}", r.time_ms, offset + i as i64)),
+                ),
+            ])
+        })
+        .collect();
+    Ok(V::object(vec![
+        ("events", V::List(events)),
+        (
+            "nextToken",
+            if more {
+                V::Str(format!("wt1-{}", offset + limit))
+            } else {
+                V::Null
+            },
+        ),
+    ]))
+}
