@@ -724,3 +724,88 @@ pub fn dimensions_value(dims: &[(String, String)]) -> V {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn a_gzip_bomb_is_refused_at_the_inflated_limit() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_INFLATED_BYTES >> 20) + 1 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < MAX_BODY_BYTES, "{} bytes", bomb.len());
+        let e = inflate(&bomb).unwrap_err();
+        assert!(e.message.contains("decompressed"), "{e}");
+        assert!(inflate(b"not gzip").is_err());
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"Action=ListMetrics").unwrap();
+        assert_eq!(
+            inflate(&enc.finish().unwrap()).unwrap(),
+            b"Action=ListMetrics"
+        );
+    }
+
+    #[test]
+    fn calls_are_told_apart_by_path_target_and_action() {
+        let mut h = HeaderMap::new();
+        let r = route_of(
+            "/service/GraniteServiceVersion20100801/operation/ListMetrics",
+            &h,
+            &[],
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (r.service, r.protocol, r.op.as_str()),
+            (Service::CloudWatch, Protocol::Cbor, "ListMetrics")
+        );
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("Logs_20140328.PutLogEvents"),
+        );
+        let r = route_of("/", &h, &[], &[]).unwrap().unwrap();
+        assert_eq!((r.service, r.protocol), (Service::Logs, Protocol::Json11));
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static(
+                "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents",
+            ),
+        );
+        assert_eq!(
+            route_of("/", &h, &[], &[]).unwrap().unwrap().service,
+            Service::CloudTrail
+        );
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("GraniteServiceVersion20100801.PutMetricData"),
+        );
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        assert_eq!(
+            route_of("/", &h, &[], &[]).unwrap().unwrap().protocol,
+            Protocol::Json10
+        );
+        let form = vec![("Action".to_string(), "GetMetricStatistics".to_string())];
+        let r = route_of("/", &HeaderMap::new(), &[], &form)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.protocol, r.op.as_str()),
+            (Protocol::Query, "GetMetricStatistics")
+        );
+        // No AWS call at all: not ours (the console may serve `/`).
+        assert!(route_of("/", &HeaderMap::new(), &[], &[]).is_none());
+        assert!(matches!(
+            route_of("/service/Nope/operation/X", &HeaderMap::new(), &[], &[]),
+            Some(Err(_))
+        ));
+    }
+}

@@ -623,3 +623,101 @@ pub fn parse_time_text(s: &str) -> Option<i64> {
         .filter(|f| f.is_finite())
         .map(|f| (f * 1000.0).round() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn query_parameters_become_lists_maps_and_structures() {
+        let v = V::from_query(&pairs(&[
+            ("Namespace", "App"),
+            ("MetricData.member.2.MetricName", "b"),
+            ("MetricData.member.1.MetricName", "a"),
+            ("MetricData.member.1.Dimensions.member.1.Name", "Host"),
+            ("MetricData.member.10.MetricName", "j"),
+            ("Tags.entry.1.key", "k"),
+            ("Tags.entry.1.value", "v"),
+        ]))
+        .unwrap();
+        let input = Input::root(&v, true);
+        assert_eq!(input.req_str("Namespace").unwrap(), "App");
+        let items = input.list("MetricData").unwrap();
+        let names: Vec<&str> = items
+            .iter()
+            .map(|i| i.object().unwrap().req_str("MetricName").unwrap())
+            .collect();
+        // Numeric order, not text order: 1, 2, 10.
+        assert_eq!(names, ["a", "b", "j"]);
+        assert_eq!(items[2].field, "MetricData.member.3");
+        let dims = items[0].object().unwrap().list("Dimensions").unwrap();
+        assert_eq!(dims[0].object().unwrap().req_str("Name").unwrap(), "Host");
+        assert_eq!(
+            v.get("Tags"),
+            Some(&V::Map(vec![("k".into(), V::Str("v".into()))]))
+        );
+        // Missing and mistyped parameters are named with their path.
+        let e = items[1].object().unwrap().req_str("Unit").unwrap_err();
+        assert_eq!(e.kind, super::super::error::Kind::Missing);
+        assert!(e.message.contains("MetricData.member.2.Unit"), "{e}");
+        let bad = V::from_query(&pairs(&[("Period", "sixty")])).unwrap();
+        let e = Input::root(&bad, true).i64("Period").unwrap_err();
+        assert!(e.message.starts_with("Period"), "{e}");
+        assert!(V::from_query(&pairs(&[("List.member.x", "1")])).is_err());
+    }
+
+    #[test]
+    fn the_deepest_bodies_are_refused_not_followed() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(V::from_json(deep.as_bytes()).is_err());
+        let key = vec!["a"; 1000].join(".");
+        assert!(V::from_query(&pairs(&[(&key, "1")])).is_err());
+        // 10,000 nested CBOR arrays (0x81 each) around a 0.
+        let mut cbor = vec![0x81u8; 10_000];
+        cbor.push(0);
+        assert!(V::from_cbor(&cbor).is_err());
+        assert!(V::from_cbor(&[0xff, 0x00]).is_err());
+        assert!(V::from_json(b"{\"a\": ").is_err());
+    }
+
+    #[test]
+    fn answers_encode_in_every_protocol() {
+        let v = V::object(vec![
+            ("Label", V::Str("a<b".into())),
+            (
+                "Datapoints",
+                V::List(vec![V::object(vec![
+                    ("Timestamp", V::Time(1.5)),
+                    ("Sum", V::Float(2.0)),
+                ])]),
+            ),
+            ("NextToken", V::Null),
+            ("Ext", V::Map(vec![("p99".into(), V::Float(0.25))])),
+        ]);
+        let mut xml = String::new();
+        v.write_xml(&mut xml);
+        assert_eq!(
+            xml,
+            "<Label>a&lt;b</Label><Datapoints><member><Timestamp>1970-01-01T00:00:01.500Z</Timestamp>\
+             <Sum>2.0</Sum></member></Datapoints><Ext><entry><key>p99</key><value>0.25</value></entry></Ext>"
+        );
+        assert_eq!(
+            v.to_json(),
+            serde_json::json!({"Label": "a<b", "Datapoints": [{"Timestamp": 1.5, "Sum": 2.0}], "Ext": {"p99": 0.25}})
+        );
+        let back = V::from_cbor(&v.to_cbor()).unwrap();
+        let input = Input::root(&back, false);
+        assert_eq!(input.req_str("Label").unwrap(), "a<b");
+        let points = input.list("Datapoints").unwrap();
+        assert_eq!(
+            points[0].object().unwrap().time_ms("Timestamp").unwrap(),
+            Some(1500)
+        );
+    }
+}
