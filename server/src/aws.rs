@@ -14,6 +14,7 @@
 //! credentials (`keys create --aws-credentials`); the key's tenant and role decide what it may
 //! do, and every call, allowed or not, lands in the caller's trail under its AWS name.
 
+pub mod alarms;
 pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod error;
@@ -117,6 +118,11 @@ pub const OPERATIONS: &[Op] = &[
     op(Service::CloudWatch, "PutMetricData", Role::Ingest),
     op(Service::CloudWatch, "ListMetrics", Role::Read),
     op(Service::CloudWatch, "GetMetricStatistics", Role::Read),
+    op(Service::CloudWatch, "PutMetricAlarm", Role::Admin),
+    op(Service::CloudWatch, "DescribeAlarms", Role::Read),
+    op(Service::CloudWatch, "DeleteAlarms", Role::Admin),
+    op(Service::CloudWatch, "SetAlarmState", Role::Admin),
+    op(Service::CloudWatch, "DescribeAlarmHistory", Role::Read),
     op(Service::Logs, "PutLogEvents", Role::Ingest),
     op(Service::Logs, "GetLogEvents", Role::Read),
     op(Service::Logs, "FilterLogEvents", Role::Read),
@@ -140,6 +146,8 @@ pub struct AwsState {
     pub gate: QueryGate,
     /// The server's own trail.
     pub trail: SelfAudit,
+    /// Alarms.
+    pub alarms: Arc<crate::alarms::AlarmService>,
 }
 
 /// One call being served.
@@ -668,6 +676,13 @@ async fn handle(State(state): State<Arc<AwsState>>, req: Request) -> Response {
         (Service::CloudWatch, "GetMetricStatistics") => {
             cloudwatch::get_metric_statistics(&ctx).await
         }
+        (Service::CloudWatch, "PutMetricAlarm") => {
+            alarms::put_metric_alarm(&ctx, &input, route.protocol == Protocol::Query).await
+        }
+        (Service::CloudWatch, "DescribeAlarms") => alarms::describe_alarms(&ctx).await,
+        (Service::CloudWatch, "DeleteAlarms") => alarms::delete_alarms(&ctx).await,
+        (Service::CloudWatch, "SetAlarmState") => alarms::set_alarm_state(&ctx).await,
+        (Service::CloudWatch, "DescribeAlarmHistory") => alarms::describe_alarm_history(&ctx).await,
         (Service::Logs, "PutLogEvents") => logs::put_log_events(&ctx).await,
         (Service::Logs, "GetLogEvents") => logs::get_log_events(&ctx).await,
         (Service::Logs, "FilterLogEvents") => logs::filter_log_events(&ctx).await,

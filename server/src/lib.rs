@@ -206,6 +206,7 @@ pub async fn serve(
         engine: engine.clone(),
         gate: gate.clone(),
         trail: trail.clone(),
+        alarms: Arc::clone(&alarms),
     });
     let ingest_service = IngestServiceServer::new(grpc::ingest::IngestServiceImpl::new(
         ingest,

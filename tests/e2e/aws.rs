@@ -150,6 +150,39 @@ async fn boto3_and_the_aws_cli_speak_cloudwatch_logs_and_cloudtrail() {
         1006
     );
 
+    // CloudWatch alarms, through CBOR and Query.
+    let al = scenario(&server, &credentials, "alarms");
+    assert_eq!(
+        al["paged"],
+        serde_json::json!(["boto-high", "boto-low"]),
+        "{al}"
+    );
+    assert_eq!(al["high"]["Threshold"], 50.0, "{al}");
+    assert_eq!(al["high"]["Period"], 60, "{al}");
+    assert_eq!(al["high"]["Statistic"], "Maximum", "{al}");
+    assert_eq!(al["high"]["StateValue"], "INSUFFICIENT_DATA", "{al}");
+    assert_eq!(al["high_updated_is_time"], true, "{al}");
+    assert_eq!(
+        al["low"],
+        serde_json::json!([{"Threshold": 1.5, "ActionsEnabled": false}]),
+        "{al}"
+    );
+    assert_eq!(al["in_alarm"], serde_json::json!(["boto-high"]), "{al}");
+    assert_eq!(
+        al["history"][0], "Alarm updated from INSUFFICIENT_DATA to ALARM",
+        "{al}"
+    );
+    assert_eq!(al["delete_unknown"]["code"], "ResourceNotFound", "{al}");
+    assert_eq!(al["after_delete"], serde_json::json!(["boto-high"]), "{al}");
+    assert_eq!(al["bad_operator"]["code"], "InvalidParameterValue", "{al}");
+    assert!(
+        al["bad_operator"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ComparisonOperator")),
+        "{al}"
+    );
+    assert_eq!(al["reader_put"]["code"], "AccessDenied", "{al}");
+
     // CloudWatch Logs.
     let logs = scenario(&server, &credentials, "logs");
     assert_eq!(logs["put"]["rejected"], Value::Null, "{logs}");

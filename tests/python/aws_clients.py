@@ -183,6 +183,52 @@ def cloudwatch(out):
     out["reader_list"] = len(reader.list_metrics(Namespace="Boto")["Metrics"])
 
 
+def alarms(out):
+    cw = client("cloudwatch")
+    q = client("cloudwatch", session=session_with_protocol("query"))
+    common = dict(
+        Namespace="Boto",
+        MetricName="Latency",
+        Dimensions=[{"Name": "Host", "Value": "h3"}],
+        Statistic="Maximum",
+        Period=60,
+        EvaluationPeriods=1,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    cw.put_metric_alarm(AlarmName="boto-high", Threshold=50.0, Tags=[{"Key": "team", "Value": "sre"}], **common)
+    q.put_metric_alarm(AlarmName="boto-low", Threshold=1.5, ActionsEnabled=False, **common)
+    names = []
+    for page in cw.get_paginator("describe_alarms").paginate(PaginationConfig={"PageSize": 1}):
+        names += [a["AlarmName"] for a in page["MetricAlarms"]]
+    out["paged"] = names
+    high = cw.describe_alarms(AlarmNames=["boto-high"])["MetricAlarms"][0]
+    out["high"] = {k: high.get(k) for k in ["Threshold", "Period", "Statistic", "StateValue", "Namespace"]}
+    out["high_updated_is_time"] = isinstance(high.get("StateUpdatedTimestamp"), datetime.datetime)
+    low = q.describe_alarms(AlarmNamePrefix="boto-l")["MetricAlarms"]
+    out["low"] = [{"Threshold": a["Threshold"], "ActionsEnabled": a.get("ActionsEnabled")} for a in low]
+    cw.set_alarm_state(AlarmName="boto-high", StateValue="ALARM", StateReason="testing the pager")
+    out["in_alarm"] = [a["AlarmName"] for a in cw.describe_alarms(StateValue="ALARM")["MetricAlarms"]]
+    history = []
+    for _ in range(50):
+        history = cw.describe_alarm_history(AlarmName="boto-high", HistoryItemType="StateUpdate")[
+            "AlarmHistoryItems"
+        ]
+        if history:
+            break
+        time.sleep(0.2)
+    out["history"] = [h["HistorySummary"] for h in history]
+    out["delete_unknown"] = error_of(lambda: cw.delete_alarms(AlarmNames=["boto-low", "nope"]))
+    cw.delete_alarms(AlarmNames=["boto-low"])
+    out["after_delete"] = [a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]]
+    out["bad_operator"] = error_of(
+        lambda: cw.put_metric_alarm(AlarmName="bad", Threshold=1.0, **(common | {"ComparisonOperator": "Bigger"}))
+    )
+    out["reader_put"] = error_of(
+        lambda: client("cloudwatch", profile="reader").put_metric_alarm(AlarmName="r", Threshold=1.0, **common)
+    )
+
+
 def logs(out):
     lg = client("logs")
     base = int(time.time() * 1000) - 60_000
@@ -306,7 +352,7 @@ def fetch(req):
 
 def main():
     out = {}
-    {"cloudwatch": cloudwatch, "logs": logs, "cloudtrail": cloudtrail, "signatures": signatures}[SCENARIO](out)
+    {"cloudwatch": cloudwatch, "alarms": alarms, "logs": logs, "cloudtrail": cloudtrail, "signatures": signatures}[SCENARIO](out)
     print(json.dumps(out, default=str))
 
 
