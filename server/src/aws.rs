@@ -124,6 +124,16 @@ pub const OPERATIONS: &[Op] = &[
     op(Service::CloudWatch, "SetAlarmState", Role::Admin),
     op(Service::CloudWatch, "DescribeAlarmHistory", Role::Read),
     op(Service::Logs, "PutLogEvents", Role::Ingest),
+    op(Service::Logs, "CreateLogGroup", Role::Ingest),
+    op(Service::Logs, "CreateLogStream", Role::Ingest),
+    op(Service::Logs, "DescribeLogGroups", Role::Read),
+    op(Service::Logs, "DescribeLogStreams", Role::Read),
+    op(Service::Logs, "PutRetentionPolicy", Role::Admin),
+    op(Service::Logs, "DeleteRetentionPolicy", Role::Admin),
+    op(Service::Logs, "PutMetricFilter", Role::Admin),
+    op(Service::Logs, "DescribeMetricFilters", Role::Read),
+    op(Service::Logs, "DeleteMetricFilter", Role::Admin),
+    op(Service::Logs, "TestMetricFilter", Role::Read),
     op(Service::Logs, "GetLogEvents", Role::Read),
     op(Service::Logs, "FilterLogEvents", Role::Read),
     op(Service::CloudTrail, "LookupEvents", Role::Read),
@@ -148,6 +158,8 @@ pub struct AwsState {
     pub trail: SelfAudit,
     /// Alarms.
     pub alarms: Arc<crate::alarms::AlarmService>,
+    /// Control documents (log groups, retention policies).
+    pub control: watchtrail_storage::control::ControlStore,
 }
 
 /// One call being served.
@@ -167,18 +179,39 @@ impl Ctx<'_> {
     /// # Errors
     /// No slot free (throttled), or the query's error.
     pub async fn sql(&self, sql: &str) -> Result<Vec<arrow::array::RecordBatch>, AwsError> {
-        let _slot = self
-            .state
-            .gate
-            .enter(&self.principal.tenant)
-            .await
-            .map_err(|why| AwsError::new(Kind::Throttled, why))?;
+        let _slot = self.slot().await?;
         self.state
             .engine
             .collect(&self.principal.tenant, sql)
             .await
             .map(|r| r.batches)
             .map_err(|e| query_error(&e))
+    }
+}
+
+impl Ctx<'_> {
+    /// One of the caller's query slots, held until dropped.
+    ///
+    /// # Errors
+    /// No slot free (throttled).
+    pub async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AwsError> {
+        self.state
+            .gate
+            .enter(&self.principal.tenant)
+            .await
+            .map_err(|why| AwsError::new(Kind::Throttled, why))
+    }
+
+    /// The caller's metric filters.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn filters(&self) -> Result<Vec<watchtrail_query::alarm::MetricFilter>, AwsError> {
+        self.state
+            .alarms
+            .list_filters(&self.principal.tenant)
+            .await
+            .map_err(alarms::api_error)
     }
 }
 
@@ -685,6 +718,16 @@ async fn handle(State(state): State<Arc<AwsState>>, req: Request) -> Response {
         (Service::CloudWatch, "DescribeAlarmHistory") => alarms::describe_alarm_history(&ctx).await,
         (Service::Logs, "PutLogEvents") => logs::put_log_events(&ctx).await,
         (Service::Logs, "GetLogEvents") => logs::get_log_events(&ctx).await,
+        (Service::Logs, "CreateLogGroup") => logs::create_log_group(&ctx).await,
+        (Service::Logs, "CreateLogStream") => logs::create_log_stream(&ctx).await,
+        (Service::Logs, "DescribeLogGroups") => logs::describe_log_groups(&ctx).await,
+        (Service::Logs, "DescribeLogStreams") => logs::describe_log_streams(&ctx).await,
+        (Service::Logs, "PutRetentionPolicy") => logs::put_retention_policy(&ctx).await,
+        (Service::Logs, "DeleteRetentionPolicy") => logs::delete_retention_policy(&ctx).await,
+        (Service::Logs, "PutMetricFilter") => logs::put_metric_filter(&ctx, &input).await,
+        (Service::Logs, "DescribeMetricFilters") => logs::describe_metric_filters(&ctx).await,
+        (Service::Logs, "DeleteMetricFilter") => logs::delete_metric_filter(&ctx).await,
+        (Service::Logs, "TestMetricFilter") => logs::test_metric_filter(&ctx).await,
         (Service::Logs, "FilterLogEvents") => logs::filter_log_events(&ctx).await,
         (Service::CloudTrail, "LookupEvents") => cloudtrail::lookup_events(&ctx).await,
         _ => Err(AwsError::new(Kind::Internal, "operation without a handler")),

@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod lifecycle;
+pub mod log_groups;
 pub mod metrics;
 pub mod query;
 pub mod self_audit;
@@ -207,6 +208,7 @@ pub async fn serve(
         gate: gate.clone(),
         trail: trail.clone(),
         alarms: Arc::clone(&alarms),
+        control: alarms.control().clone(),
     });
     let ingest_service = IngestServiceServer::new(grpc::ingest::IngestServiceImpl::new(
         ingest,

@@ -38,6 +38,8 @@ pub enum Doc {
     Outbox,
     /// A log group's retention policy (CloudWatch's `PutRetentionPolicy`).
     LogRetention,
+    /// A log group made by `CreateLogGroup` (groups also exist by their events).
+    LogGroup,
 }
 
 impl Doc {
@@ -49,16 +51,18 @@ impl Doc {
             Doc::Destination => "destinations",
             Doc::Outbox => "outbox",
             Doc::LogRetention => "log-retention",
+            Doc::LogGroup => "log-groups",
         }
     }
 
-    const ALL: [Doc; 6] = [
+    const ALL: [Doc; 7] = [
         Doc::Alarm,
         Doc::State,
         Doc::Filter,
         Doc::Destination,
         Doc::Outbox,
         Doc::LogRetention,
+        Doc::LogGroup,
     ];
 
     fn from_dir(dir: &str) -> Option<Doc> {

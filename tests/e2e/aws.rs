@@ -216,6 +216,54 @@ async fn boto3_and_the_aws_cli_speak_cloudwatch_logs_and_cloudtrail() {
         51
     );
 
+    // Log groups, streams, retention and metric filters.
+    let la = scenario(&server, &credentials, "log_admin");
+    assert_eq!(
+        la["create_again"]["code"], "ResourceAlreadyExistsException",
+        "{la}"
+    );
+    assert_eq!(
+        la["create_with_events"]["code"], "ResourceAlreadyExistsException",
+        "{la}"
+    );
+    assert_eq!(la["bad_group"]["code"], "InvalidParameterException", "{la}");
+    assert_eq!(
+        la["bad_retention"]["code"], "InvalidParameterException",
+        "{la}"
+    );
+    assert_eq!(
+        la["groups"],
+        serde_json::json!([["/boto/app", null, true], ["/boto/made", 7, true]]),
+        "{la}"
+    );
+    assert_eq!(
+        la["delete_retention_again"]["code"], "ResourceNotFoundException",
+        "{la}"
+    );
+    assert_eq!(la["streams"], serde_json::json!(["s1", "s2"]), "{la}");
+    assert_eq!(la["filters"], serde_json::json!(["errors"]), "{la}");
+    assert_eq!(la["filter_count"], serde_json::json!([1]), "{la}");
+    assert_eq!(la["tested"], serde_json::json!([1, 3]), "{la}");
+    assert_eq!(
+        la["bad_filter"]["code"], "InvalidParameterException",
+        "{la}"
+    );
+    assert_eq!(la["filters_after"], 0, "{la}");
+    assert_eq!(
+        la["delete_filter_again"]["code"], "ResourceNotFoundException",
+        "{la}"
+    );
+    assert_eq!(la["reader_create"]["code"], "AccessDeniedException", "{la}");
+    // The filter made a metric from the event that came while it existed.
+    assert_eq!(
+        sql_count(
+            &server,
+            "SELECT count(*) FROM metrics WHERE namespace = 'BotoLogs' AND metric_name = 'Errors'",
+        )
+        .await,
+        1
+    );
+
     // CloudTrail: the PutMetricData calls above are in the trail, found by LookupEvents.
     let trail = scenario(&server, &credentials, "cloudtrail");
     let recorded = sql_count(
@@ -335,5 +383,6 @@ async fn boto3_and_the_aws_cli_speak_cloudwatch_logs_and_cloudtrail() {
         String::from_utf8_lossy(&out.stderr)
     );
     let found: Value = serde_json::from_slice(&out.stdout).expect("aws json");
-    assert_eq!(found["events"].as_array().map(Vec::len), Some(5), "{found}");
+    // The five of the logs scenario and the one the log_admin scenario added.
+    assert_eq!(found["events"].as_array().map(Vec::len), Some(6), "{found}");
 }

@@ -280,6 +280,62 @@ def logs(out):
     )
 
 
+def log_admin(out):
+    lg = client("logs")
+    lg.create_log_group(logGroupName="/boto/made")
+    out["create_again"] = error_of(lambda: lg.create_log_group(logGroupName="/boto/made"))
+    out["create_with_events"] = error_of(lambda: lg.create_log_group(logGroupName="/boto/app"))
+    out["bad_group"] = error_of(lambda: lg.create_log_group(logGroupName="bad:name"))
+    lg.create_log_stream(logGroupName="/boto/made", logStreamName="first")
+    lg.put_retention_policy(logGroupName="/boto/made", retentionInDays=7)
+    out["bad_retention"] = error_of(lambda: lg.put_retention_policy(logGroupName="/boto/made", retentionInDays=8))
+    groups = []
+    for page in lg.get_paginator("describe_log_groups").paginate(
+        logGroupNamePrefix="/boto/", PaginationConfig={"PageSize": 1}
+    ):
+        groups += [(g["logGroupName"], g.get("retentionInDays"), "creationTime" in g) for g in page["logGroups"]]
+    out["groups"] = groups
+    lg.delete_retention_policy(logGroupName="/boto/made")
+    out["delete_retention_again"] = error_of(lambda: lg.delete_retention_policy(logGroupName="/boto/made"))
+    streams = lg.describe_log_streams(logGroupName="/boto/app", orderBy="LastEventTime", descending=True)
+    out["streams"] = [s["logStreamName"] for s in streams["logStreams"]]
+    lg.put_metric_filter(
+        logGroupName="/boto/app",
+        filterName="errors",
+        filterPattern="ERROR",
+        metricTransformations=[{"metricName": "Errors", "metricNamespace": "BotoLogs", "metricValue": "1"}],
+    )
+    out["filters"] = [f["filterName"] for f in lg.describe_metric_filters(logGroupName="/boto/app")["metricFilters"]]
+    out["filter_count"] = [
+        g["metricFilterCount"] for g in lg.describe_log_groups(logGroupNamePrefix="/boto/app")["logGroups"]
+    ]
+    lg.put_log_events(
+        logGroupName="/boto/app",
+        logStreamName="s3",
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": "late ERROR"}],
+    )
+    out["tested"] = [
+        m["eventNumber"]
+        for m in lg.test_metric_filter(filterPattern="ERROR", logEventMessages=["a ERROR", "fine", "ERROR b"])[
+            "matches"
+        ]
+    ]
+    out["bad_filter"] = error_of(
+        lambda: lg.put_metric_filter(
+            logGroupName="/boto/app",
+            filterName="bad",
+            filterPattern='{ $.a = ',
+            metricTransformations=[{"metricName": "M", "metricNamespace": "N", "metricValue": "1"}],
+        )
+    )
+    lg.delete_metric_filter(logGroupName="/boto/app", filterName="errors")
+    out["filters_after"] = len(lg.describe_metric_filters(logGroupName="/boto/app")["metricFilters"])
+    out["delete_filter_again"] = error_of(
+        lambda: lg.delete_metric_filter(logGroupName="/boto/app", filterName="errors")
+    )
+    out["reader_create"] = error_of(lambda: client("logs", profile="reader").create_log_group(logGroupName="/r"))
+
+
 def cloudtrail(out):
     ct = client("cloudtrail")
     found = []
@@ -352,7 +408,7 @@ def fetch(req):
 
 def main():
     out = {}
-    {"cloudwatch": cloudwatch, "alarms": alarms, "logs": logs, "cloudtrail": cloudtrail, "signatures": signatures}[SCENARIO](out)
+    {"cloudwatch": cloudwatch, "alarms": alarms, "logs": logs, "log_admin": log_admin, "cloudtrail": cloudtrail, "signatures": signatures}[SCENARIO](out)
     print(json.dumps(out, default=str))
 
 

@@ -21,7 +21,8 @@ const BOOLEANS: &[&str] = &["ActionsEnabled", "ReturnData"];
 /// Most alarms one `DescribeAlarms` page holds.
 const MAX_RECORDS: usize = 100;
 
-fn api_error(e: ApiError) -> AwsError {
+/// An alarm-service error as an AWS error.
+pub fn api_error(e: ApiError) -> AwsError {
     match e {
         ApiError::Invalid(d) => AwsError::invalid(&d.field, &d.reason),
         ApiError::NotFound(m) => AwsError::new(Kind::NotFound, m),
@@ -60,7 +61,7 @@ fn typed_json(v: &V, query: bool) -> Value {
 
 /// An answer built as JSON by the alarm service, as a value every protocol encodes: members
 /// named `...Timestamp` become times.
-fn answer_value(v: &Value, key: &str) -> V {
+pub fn answer_value(v: &Value, key: &str) -> V {
     match v {
         Value::Null => V::Null,
         Value::Bool(b) => V::Bool(*b),

@@ -8,9 +8,6 @@
 //! Policies are control documents (`<tenant>/_control/log-retention/`); the lifecycle task
 //! applies them at its next pass.
 
-use std::collections::BTreeMap;
-
-use arrow::array::{Array as _, AsArray as _};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -23,7 +20,6 @@ use watchtrail_query::engine::Engine;
 use watchtrail_storage::lifecycle::RETENTION_DAYS;
 
 use super::alarms::json_ok;
-use super::query::query_error;
 use crate::auth::Principal;
 use crate::error::{Answer, error_response};
 use crate::lifecycle::RetentionPolicy;
@@ -139,67 +135,25 @@ struct DescribeQuery {
     prefix: Option<String>,
 }
 
-/// One group's line: first event time, events and the policy, as far as known.
-#[derive(Debug, Default)]
-struct GroupInfo {
-    first_event_ms: Option<i64>,
-    events: Option<i64>,
-    retention_in_days: Option<u32>,
-}
-
 async fn describe(
     State(s): State<LogGroupsState>,
     Extension(caller): Extension<Principal>,
     Query(q): Query<DescribeQuery>,
 ) -> Response {
-    let tenant = caller.tenant;
     let prefix = q.prefix.unwrap_or_default();
-    let mut groups: BTreeMap<String, GroupInfo> = BTreeMap::new();
-    let sql = "SELECT log_group, CAST(min(time) AS BIGINT) AS first_us, count(*) AS events \
-               FROM logs GROUP BY log_group";
-    let result = match s.engine.collect(&tenant, sql).await {
-        Ok(r) => r,
-        Err(e) => return query_error(&e),
-    };
-    for b in &result.batches {
-        let (Some(g), Some(t), Some(n)) = (
-            b.column(0).as_string_opt::<i32>(),
-            b.column(1)
-                .as_primitive_opt::<arrow::datatypes::Int64Type>(),
-            b.column(2)
-                .as_primitive_opt::<arrow::datatypes::Int64Type>(),
-        ) else {
-            continue;
+    let groups =
+        match crate::log_groups::describe(&s.control, &s.engine, &caller.tenant, &prefix).await {
+            Ok(g) => g,
+            Err(e) => return e.answer().into_response(),
         };
-        for i in 0..b.num_rows() {
-            if g.is_null(i) || !g.value(i).starts_with(&prefix) {
-                continue;
-            }
-            let e = groups.entry(g.value(i).to_string()).or_default();
-            e.first_event_ms = (!t.is_null(i)).then(|| t.value(i) / 1000);
-            e.events = Some(n.value(i));
-        }
-    }
-    let policies: Vec<RetentionPolicy> = match s.control.list(&tenant, Doc::LogRetention).await {
-        Ok(p) => p,
-        Err(e) => return storage_down(e),
-    };
-    for p in policies {
-        if p.log_group_name.starts_with(&prefix) {
-            groups
-                .entry(p.log_group_name)
-                .or_default()
-                .retention_in_days = Some(p.retention_in_days);
-        }
-    }
     let list: Vec<Value> = groups
         .into_iter()
-        .map(|(name, g)| {
-            let mut v = json!({"logGroupName": name});
+        .map(|g| {
+            let mut v = json!({"logGroupName": g.name});
             if let Some(t) = g.first_event_ms {
                 v["firstEventTimestamp"] = json!(t);
             }
-            if let Some(n) = g.events {
+            if let Some(n) = g.stored_events {
                 v["storedEvents"] = json!(n);
             }
             if let Some(d) = g.retention_in_days {
