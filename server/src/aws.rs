@@ -123,6 +123,9 @@ pub const OPERATIONS: &[Op] = &[
     op(Service::CloudWatch, "DeleteAlarms", Role::Admin),
     op(Service::CloudWatch, "SetAlarmState", Role::Admin),
     op(Service::CloudWatch, "DescribeAlarmHistory", Role::Read),
+    op(Service::CloudWatch, "DescribeAlarmsForMetric", Role::Read),
+    op(Service::CloudWatch, "EnableAlarmActions", Role::Admin),
+    op(Service::CloudWatch, "DisableAlarmActions", Role::Admin),
     op(Service::Logs, "PutLogEvents", Role::Ingest),
     op(Service::Logs, "CreateLogGroup", Role::Ingest),
     op(Service::Logs, "CreateLogStream", Role::Ingest),
@@ -716,6 +719,11 @@ async fn handle(State(state): State<Arc<AwsState>>, req: Request) -> Response {
         (Service::CloudWatch, "DeleteAlarms") => alarms::delete_alarms(&ctx).await,
         (Service::CloudWatch, "SetAlarmState") => alarms::set_alarm_state(&ctx).await,
         (Service::CloudWatch, "DescribeAlarmHistory") => alarms::describe_alarm_history(&ctx).await,
+        (Service::CloudWatch, "DescribeAlarmsForMetric") => {
+            alarms::describe_alarms_for_metric(&ctx).await
+        }
+        (Service::CloudWatch, "EnableAlarmActions") => alarms::set_actions(&ctx, true).await,
+        (Service::CloudWatch, "DisableAlarmActions") => alarms::set_actions(&ctx, false).await,
         (Service::Logs, "PutLogEvents") => logs::put_log_events(&ctx).await,
         (Service::Logs, "GetLogEvents") => logs::get_log_events(&ctx).await,
         (Service::Logs, "CreateLogGroup") => logs::create_log_group(&ctx).await,

@@ -173,6 +173,16 @@ async fn boto3_and_the_aws_cli_speak_cloudwatch_logs_and_cloudtrail() {
         "{al}"
     );
     assert_eq!(al["delete_unknown"]["code"], "ResourceNotFound", "{al}");
+    assert_eq!(al["disabled"], false, "{al}");
+    assert_eq!(al["disable_unknown"]["code"], "ResourceNotFound", "{al}");
+    assert_eq!(al["enabled"], true, "{al}");
+    // Both alarms watch Latency{Host=h3}; none watches Latency without dimensions.
+    assert_eq!(
+        al["for_metric"],
+        serde_json::json!(["boto-high", "boto-low"]),
+        "{al}"
+    );
+    assert_eq!(al["for_other_metric"], 0, "{al}");
     assert_eq!(al["after_delete"], serde_json::json!(["boto-high"]), "{al}");
     assert_eq!(al["bad_operator"]["code"], "InvalidParameterValue", "{al}");
     assert!(

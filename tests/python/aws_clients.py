@@ -218,6 +218,20 @@ def alarms(out):
             break
         time.sleep(0.2)
     out["history"] = [h["HistorySummary"] for h in history]
+    cw.disable_alarm_actions(AlarmNames=["boto-high"])
+    out["disabled"] = cw.describe_alarms(AlarmNames=["boto-high"])["MetricAlarms"][0]["ActionsEnabled"]
+    out["disable_unknown"] = error_of(lambda: cw.disable_alarm_actions(AlarmNames=["boto-high", "nope"]))
+    cw.enable_alarm_actions(AlarmNames=["boto-high"])
+    out["enabled"] = cw.describe_alarms(AlarmNames=["boto-high"])["MetricAlarms"][0]["ActionsEnabled"]
+    out["for_metric"] = [
+        a["AlarmName"]
+        for a in cw.describe_alarms_for_metric(
+            Namespace="Boto", MetricName="Latency", Dimensions=[{"Name": "Host", "Value": "h3"}], Statistic="Maximum"
+        )["MetricAlarms"]
+    ]
+    out["for_other_metric"] = len(
+        cw.describe_alarms_for_metric(Namespace="Boto", MetricName="Latency")["MetricAlarms"]
+    )
     out["delete_unknown"] = error_of(lambda: cw.delete_alarms(AlarmNames=["boto-low", "nope"]))
     cw.delete_alarms(AlarmNames=["boto-low"])
     out["after_delete"] = [a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]]

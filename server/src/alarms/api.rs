@@ -41,6 +41,31 @@ impl AlarmService {
         Ok(created)
     }
 
+    /// EnableAlarmActions / DisableAlarmActions: every named alarm must exist; each is kept with
+    /// its state, its actions switched on or off (a configuration update in its history).
+    ///
+    /// # Errors
+    /// An unknown name (nothing changed), storage errors.
+    pub async fn set_actions_enabled(
+        &self,
+        tenant: &str,
+        names: &[&str],
+        enabled: bool,
+    ) -> Result<(), ApiError> {
+        let mut docs = Vec::with_capacity(names.len());
+        for n in names {
+            docs.push(self.alarm_doc(tenant, n).await?);
+        }
+        for d in docs {
+            if d.definition.actions_enabled != enabled {
+                let mut def = d.definition;
+                def.actions_enabled = enabled;
+                self.put_alarm(tenant, def).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn alarm_doc(&self, tenant: &str, name: &str) -> Result<AlarmDoc, ApiError> {
         self.control
             .get::<AlarmDoc>(tenant, Doc::Alarm, name)

@@ -175,18 +175,24 @@ pub async fn describe_alarms(ctx: &Ctx<'_>) -> Result<V, AwsError> {
     ]))
 }
 
-/// `DeleteAlarms`: every name must exist (CloudWatch refuses the call otherwise).
-///
-/// # Errors
-/// An unknown name.
-pub async fn delete_alarms(ctx: &Ctx<'_>) -> Result<V, AwsError> {
-    let names = ctx.input.str_list("AlarmNames")?;
+/// `AlarmNames`: 1 to 100 names.
+fn alarm_names<'a>(input: &super::value::Input<'a>) -> Result<Vec<&'a str>, AwsError> {
+    let names = input.str_list("AlarmNames")?;
     if names.is_empty() {
         return Err(AwsError::missing("AlarmNames"));
     }
     if names.len() > 100 {
         return Err(AwsError::invalid("AlarmNames", "at most 100 names"));
     }
+    Ok(names)
+}
+
+/// `DeleteAlarms`: every name must exist (CloudWatch refuses the call otherwise).
+///
+/// # Errors
+/// An unknown name.
+pub async fn delete_alarms(ctx: &Ctx<'_>) -> Result<V, AwsError> {
+    let names = alarm_names(&ctx.input)?;
     for n in &names {
         ctx.state
             .alarms
@@ -300,4 +306,73 @@ pub async fn describe_alarm_history(ctx: &Ctx<'_>) -> Result<V, AwsError> {
         .take(max)
         .collect();
     Ok(V::object(vec![("AlarmHistoryItems", V::List(items))]))
+}
+
+/// `EnableAlarmActions` and `DisableAlarmActions`.
+///
+/// # Errors
+/// An unknown name (nothing changed).
+pub async fn set_actions(ctx: &Ctx<'_>, enabled: bool) -> Result<V, AwsError> {
+    let names = alarm_names(&ctx.input)?;
+    ctx.state
+        .alarms
+        .set_actions_enabled(&ctx.principal.tenant, &names, enabled)
+        .await
+        .map_err(api_error)?;
+    Ok(V::Struct(Vec::new()))
+}
+
+/// `DescribeAlarmsForMetric`: the metric alarms on one metric (namespace, name and exactly its
+/// dimensions), narrowed by statistic, period and unit when given.
+///
+/// # Errors
+/// A missing namespace or metric name.
+pub async fn describe_alarms_for_metric(ctx: &Ctx<'_>) -> Result<V, AwsError> {
+    let input = &ctx.input;
+    let namespace = input.req_str("Namespace")?;
+    let metric = input.req_str("MetricName")?;
+    let mut dims: Vec<(String, String)> = Vec::new();
+    for item in input.list("Dimensions")? {
+        let d = item.object()?;
+        dims.push((
+            d.req_str("Name")?.to_string(),
+            d.req_str("Value")?.to_string(),
+        ));
+    }
+    dims.sort();
+    let statistic = input.str("Statistic")?;
+    let extended = input.str("ExtendedStatistic")?;
+    let period = input.i64("Period")?;
+    let unit = input.str("Unit")?;
+    let all = ctx
+        .state
+        .alarms
+        .describe_alarms(&ctx.principal.tenant, None, None)
+        .await
+        .map_err(api_error)?;
+    let text = |a: &Value, k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
+    let alarms = all
+        .iter()
+        .filter(|a| {
+            let mut have: Vec<(String, String)> = a
+                .get("Dimensions")
+                .and_then(Value::as_array)
+                .map(|ds| {
+                    ds.iter()
+                        .filter_map(|d| Some((text(d, "Name")?, text(d, "Value")?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            have.sort();
+            text(a, "Namespace").as_deref() == Some(namespace)
+                && text(a, "MetricName").as_deref() == Some(metric)
+                && have == dims
+                && statistic.is_none_or(|s| text(a, "Statistic").as_deref() == Some(s))
+                && extended.is_none_or(|s| text(a, "ExtendedStatistic").as_deref() == Some(s))
+                && period.is_none_or(|p| a.get("Period").and_then(Value::as_i64) == Some(p))
+                && unit.is_none_or(|u| text(a, "Unit").as_deref() == Some(u))
+        })
+        .map(|a| answer_value(a, ""))
+        .collect();
+    Ok(V::object(vec![("MetricAlarms", V::List(alarms))]))
 }
