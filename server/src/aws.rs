@@ -140,6 +140,9 @@ pub const OPERATIONS: &[Op] = &[
     op(Service::Logs, "GetLogEvents", Role::Read),
     op(Service::Logs, "FilterLogEvents", Role::Read),
     op(Service::CloudTrail, "LookupEvents", Role::Read),
+    op(Service::CloudTrail, "StartQuery", Role::Read),
+    op(Service::CloudTrail, "GetQueryResults", Role::Read),
+    op(Service::CloudTrail, "DescribeQuery", Role::Read),
 ];
 
 /// What the AWS routes serve from.
@@ -163,6 +166,8 @@ pub struct AwsState {
     pub alarms: Arc<crate::alarms::AlarmService>,
     /// Control documents (log groups, retention policies).
     pub control: watchtrail_storage::control::ControlStore,
+    /// CloudTrail Lake query results.
+    pub lake: cloudtrail::LakeQueries,
 }
 
 /// One call being served.
@@ -738,6 +743,9 @@ async fn handle(State(state): State<Arc<AwsState>>, req: Request) -> Response {
         (Service::Logs, "TestMetricFilter") => logs::test_metric_filter(&ctx).await,
         (Service::Logs, "FilterLogEvents") => logs::filter_log_events(&ctx).await,
         (Service::CloudTrail, "LookupEvents") => cloudtrail::lookup_events(&ctx).await,
+        (Service::CloudTrail, "StartQuery") => cloudtrail::start_query(&ctx).await,
+        (Service::CloudTrail, "GetQueryResults") => cloudtrail::get_query_results(&ctx).await,
+        (Service::CloudTrail, "DescribeQuery") => cloudtrail::describe_query(&ctx).await,
         _ => Err(AwsError::new(Kind::Internal, "operation without a handler")),
     };
     finish(&state, call, &route, &request_id, result)

@@ -209,6 +209,7 @@ pub async fn serve(
         trail: trail.clone(),
         alarms: Arc::clone(&alarms),
         control: alarms.control().clone(),
+        lake: aws::cloudtrail::LakeQueries::default(),
     });
     let ingest_service = IngestServiceServer::new(grpc::ingest::IngestServiceImpl::new(
         ingest,

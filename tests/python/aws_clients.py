@@ -365,6 +365,23 @@ def cloudtrail(out):
         "record": json.loads(found[0]["CloudTrailEvent"])["eventName"] if found else None,
         "ReadOnly": found[0].get("ReadOnly") if found else None,
     }
+    eds = "0123abcd-0123-4567-89ab-0123456789ab"
+    qid = ct.start_query(
+        QueryStatement=f"SELECT eventName, count(*) AS n FROM {eds} WHERE eventName = 'PutMetricData' GROUP BY eventName"
+    )["QueryId"]
+    out["lake_rows"] = ct.get_query_results(QueryId=qid)["QueryResultRows"]
+    out["lake_status"] = ct.describe_query(QueryId=qid)["QueryStatus"]
+    qid = ct.start_query(QueryStatement=f"SELECT eventID FROM {eds} ORDER BY eventTime LIMIT 5")["QueryId"]
+    rows, token = [], None
+    while True:
+        page = ct.get_query_results(QueryId=qid, MaxQueryResults=2, **({"NextToken": token} if token else {}))
+        rows += page["QueryResultRows"]
+        token = page.get("NextToken")
+        if not token:
+            break
+    out["lake_paged"] = len(rows)
+    out["lake_bad"] = error_of(lambda: ct.start_query(QueryStatement="SELEC nonsense"))
+    out["lake_unknown"] = error_of(lambda: ct.get_query_results(QueryId="00000000-0000-0000-0000-000000000000"))
     out["two_attributes"] = error_of(
         lambda: ct.lookup_events(
             LookupAttributes=[
