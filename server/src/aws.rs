@@ -223,6 +223,27 @@ impl Ctx<'_> {
     }
 }
 
+/// Where a page starts: the offset in the token of parameter `field`, 0 without one.
+///
+/// # Errors
+/// A token no answer gave ([`Kind::BadToken`]).
+pub fn page_offset(input: &Input<'_>, field: &str) -> Result<usize, AwsError> {
+    match input.str(field)? {
+        None => Ok(0),
+        Some(t) => watchtrail_query::cloudwatch::parse_page_token(field, t)
+            .map_err(|e| AwsError::new(Kind::BadToken, e.to_string())),
+    }
+}
+
+/// The token that continues after `next` entries, when there are more.
+pub fn next_token(more: bool, next: usize) -> V {
+    if more {
+        V::Str(watchtrail_query::cloudwatch::page_token(next))
+    } else {
+        V::Null
+    }
+}
+
 /// A query error as an AWS error.
 pub fn query_error(e: &watchtrail_query::Error) -> AwsError {
     use watchtrail_storage::ErrorClass as C;
@@ -699,7 +720,7 @@ async fn handle(State(state): State<Arc<AwsState>>, req: Request) -> Response {
         Err(e) => return finish(&state, call, &route, &request_id, Err(e)),
     };
     if let Some(o) = call.request_parameters.as_object_mut() {
-        match trail_parameters(op.name, &input) {
+        match trail_parameters(&input) {
             Value::Object(m) => o.extend(m),
             other => {
                 o.insert("parameters".into(), other);
@@ -753,7 +774,7 @@ async fn handle(State(state): State<Arc<AwsState>>, req: Request) -> Response {
 
 /// What of a call's parameters the trail keeps: everything but the data it carries (datums
 /// and log events are counted, not copied).
-fn trail_parameters(op: &str, input: &V) -> Value {
+fn trail_parameters(input: &V) -> Value {
     let mut v = input.to_json();
     if let Some(o) = v.as_object_mut() {
         for big in ["MetricData", "logEvents", "EntityMetricData"] {
@@ -763,7 +784,6 @@ fn trail_parameters(op: &str, input: &V) -> Value {
             }
         }
     }
-    let _ = op;
     v
 }
 

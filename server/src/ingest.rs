@@ -104,6 +104,28 @@ impl Ingest {
         tenant: &str,
         req: PutMetricDataRequest,
     ) -> Result<IngestResponse> {
+        self.put_metrics_with(tenant, req, false).await
+    }
+
+    /// As [`Ingest::put_metrics`], but one refused datum refuses the whole request before
+    /// anything is written (CloudWatch's `PutMetricData` rule).
+    ///
+    /// # Errors
+    /// The first refused datum, named; validation errors; UNAVAILABLE when the WAL cannot take it.
+    pub async fn put_metrics_all_or_nothing(
+        &self,
+        tenant: &str,
+        req: PutMetricDataRequest,
+    ) -> Result<IngestResponse> {
+        self.put_metrics_with(tenant, req, true).await
+    }
+
+    async fn put_metrics_with(
+        &self,
+        tenant: &str,
+        req: PutMetricDataRequest,
+        all_or_nothing: bool,
+    ) -> Result<IngestResponse> {
         let now = now_ms();
         let points: usize = req.metric_data.len()
             + req
@@ -113,6 +135,13 @@ impl Ingest {
                 .sum::<usize>();
         let v = validate::validate_metrics(req, now)
             .inspect_err(|_| self.count(TableKind::Metrics, 0, points))?;
+        if all_or_nothing && let Some(r) = v.rejected.first() {
+            self.count(TableKind::Metrics, 0, points);
+            return Err(crate::error::Error::InvalidArgument {
+                field: r.field.clone(),
+                reason: r.reason.clone(),
+            });
+        }
         let mut rec = Self::record(
             tenant,
             TableKind::Metrics,

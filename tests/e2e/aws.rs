@@ -49,6 +49,26 @@ fn aws_env(cmd: &mut Command, credentials: &Path) {
         .env("AWS_EC2_METADATA_DISABLED", "true");
 }
 
+/// Runs the venv's `aws` CLI against the server; its JSON answer.
+fn aws_cli(server: &TestServer, credentials: &Path, args: &[&str]) -> Value {
+    let mut cmd = Command::new(python().with_file_name("aws"));
+    cmd.args([
+        "--endpoint-url",
+        &format!("http://{}", server.http),
+        "--region",
+        "us-east-1",
+    ])
+    .args(args);
+    aws_env(&mut cmd, credentials);
+    let out = cmd.output().expect("aws");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("aws json")
+}
+
 fn scenario(server: &TestServer, credentials: &Path, name: &str) -> Value {
     let script = watchtrail_e2e::manifest_dir().join("python/aws_clients.py");
     let mut cmd = Command::new(python());
@@ -349,50 +369,31 @@ async fn boto3_and_the_aws_cli_speak_cloudwatch_logs_and_cloudtrail() {
     );
 
     // The aws CLI, unchanged but for --endpoint-url.
-    let aws = python().with_file_name("aws");
-    let mut cmd = Command::new(&aws);
-    cmd.args([
-        "--endpoint-url",
-        &format!("http://{}", server.http),
-        "--region",
-        "us-east-1",
-        "cloudwatch",
-        "list-metrics",
-        "--namespace",
-        "Boto",
-        "--metric-name",
-        "Requests",
-    ]);
-    aws_env(&mut cmd, &credentials);
-    let out = cmd.output().expect("aws");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let listed = aws_cli(
+        &server,
+        &credentials,
+        &[
+            "cloudwatch",
+            "list-metrics",
+            "--namespace",
+            "Boto",
+            "--metric-name",
+            "Requests",
+        ],
     );
-    let listed: Value = serde_json::from_slice(&out.stdout).expect("aws json");
     assert_eq!(listed["Metrics"][0]["MetricName"], "Requests", "{listed}");
-    let mut cmd = Command::new(&aws);
-    cmd.args([
-        "--endpoint-url",
-        &format!("http://{}", server.http),
-        "--region",
-        "us-east-1",
-        "logs",
-        "filter-log-events",
-        "--log-group-name",
-        "/boto/app",
-        "--filter-pattern",
-        "ERROR",
-    ]);
-    aws_env(&mut cmd, &credentials);
-    let out = cmd.output().expect("aws");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let found = aws_cli(
+        &server,
+        &credentials,
+        &[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            "/boto/app",
+            "--filter-pattern",
+            "ERROR",
+        ],
     );
-    let found: Value = serde_json::from_slice(&out.stdout).expect("aws json");
     // The five of the logs scenario and the one the log_admin scenario added.
     assert_eq!(found["events"].as_array().map(Vec::len), Some(6), "{found}");
 }

@@ -138,11 +138,7 @@ pub async fn describe_alarms(ctx: &Ctx<'_>) -> Result<V, AwsError> {
             ));
         }
     };
-    let offset = match input.str("NextToken")? {
-        None => 0,
-        Some(t) => watchtrail_query::cloudwatch::parse_page_token("NextToken", t)
-            .map_err(|e| AwsError::new(Kind::BadToken, e.to_string()))?,
-    };
+    let offset = super::page_offset(input, "NextToken")?;
     let all = ctx
         .state
         .alarms
@@ -166,12 +162,11 @@ pub async fn describe_alarms(ctx: &Ctx<'_>) -> Result<V, AwsError> {
         .take(max)
         .map(|a| answer_value(a, ""))
         .collect();
-    let next = (selected.len() > offset + max)
-        .then(|| watchtrail_query::cloudwatch::page_token(offset + max));
+    let next = super::next_token(selected.len() > offset + max, offset + max);
     Ok(V::object(vec![
         ("MetricAlarms", V::List(page)),
         ("CompositeAlarms", V::List(Vec::new())),
-        ("NextToken", V::opt_str(next)),
+        ("NextToken", next),
     ]))
 }
 

@@ -115,19 +115,7 @@ pub async fn lookup_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
             ));
         }
     };
-    let offset = match input.str("NextToken")? {
-        None => 0,
-        Some(t) => t
-            .strip_prefix("wt1-")
-            .and_then(|n| n.parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                AwsError::new(
-                    Kind::BadToken,
-                    format!("NextToken: `{t}` is not a token from a previous answer"),
-                )
-            })?,
-    };
+    let offset = super::page_offset(input, "NextToken")?;
     let sql = format!(
         "SELECT eventid, eventname, readonly, useridentity.accesskeyid, eventtime, eventsource, \
          useridentity.username, eventjson FROM audit WHERE {} \
@@ -207,14 +195,7 @@ pub async fn lookup_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
     events.truncate(max as usize);
     Ok(V::object(vec![
         ("Events", V::List(events)),
-        (
-            "NextToken",
-            if more {
-                V::Str(format!("wt1-{}", offset + max))
-            } else {
-                V::Null
-            },
-        ),
+        ("NextToken", super::next_token(more, offset + max as usize)),
     ]))
 }
 
@@ -432,15 +413,10 @@ pub async fn get_query_results(ctx: &Ctx<'_>) -> Result<V, AwsError> {
             ));
         }
     };
-    let offset = match ctx.input.str("NextToken")? {
-        None => 0,
-        Some(t) => watchtrail_query::cloudwatch::parse_page_token("NextToken", t)
-            .map_err(|e| AwsError::new(Kind::BadToken, e.to_string()))?,
-    };
+    let offset = super::page_offset(&ctx.input, "NextToken")?;
     let total = q.rows.len();
     let page: Vec<V> = q.rows.into_iter().skip(offset).take(max).collect();
-    let next =
-        (total > offset + max).then(|| watchtrail_query::cloudwatch::page_token(offset + max));
+    let next = super::next_token(total > offset + max, offset + max);
     Ok(V::object(vec![
         ("QueryStatus", V::Str("FINISHED".into())),
         (
@@ -451,7 +427,7 @@ pub async fn get_query_results(ctx: &Ctx<'_>) -> Result<V, AwsError> {
             ]),
         ),
         ("QueryResultRows", V::List(page)),
-        ("NextToken", V::opt_str(next)),
+        ("NextToken", next),
     ]))
 }
 

@@ -149,19 +149,10 @@ pub async fn put_metric_data(ctx: &Ctx<'_>) -> Result<V, AwsError> {
         metric_data,
         series: Vec::new(),
     };
-    // CloudWatch refuses the whole call for one bad datum: check before anything is written.
-    let now = chrono::Utc::now().timestamp_millis();
-    match crate::ingest::validate::validate_metrics(req.clone(), now) {
-        Err(e) => return Err(ingest_error(&e.into(), aws_field)),
-        Ok(v) => {
-            if let Some(r) = v.rejected.first() {
-                return Err(AwsError::invalid(aws_field(&r.field), &r.reason));
-            }
-        }
-    }
     ctx.state
         .ingest
-        .put_metrics(&ctx.principal.tenant, req)
+        // CloudWatch refuses the whole call for one bad datum.
+        .put_metrics_all_or_nothing(&ctx.principal.tenant, req)
         .await
         .map_err(|e| ingest_error(&e, aws_field))?;
     Ok(V::Struct(Vec::new()))
@@ -173,11 +164,7 @@ pub async fn put_metric_data(ctx: &Ctx<'_>) -> Result<V, AwsError> {
 /// A bad token or filter.
 pub async fn list_metrics(ctx: &Ctx<'_>) -> Result<V, AwsError> {
     let input = &ctx.input;
-    let offset = match input.str("NextToken")? {
-        None => 0,
-        Some(t) => cw::parse_page_token("NextToken", t)
-            .map_err(|e| AwsError::new(Kind::BadToken, e.to_string()))?,
-    };
+    let offset = super::page_offset(input, "NextToken")?;
     let recently_active = match input.str("RecentlyActive")? {
         None => false,
         Some("PT3H") => true,

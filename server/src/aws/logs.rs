@@ -287,19 +287,7 @@ pub async fn filter_log_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
         FilterPattern::parse(p).map_err(|e| AwsError::invalid("filterPattern", e))?;
         filters.push(format!("filter_pattern_match({}, message)", lit(p)));
     }
-    let offset = match input.str("nextToken")? {
-        None => 0,
-        Some(t) => t
-            .strip_prefix("wt1-")
-            .and_then(|n| n.parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                AwsError::new(
-                    Kind::BadToken,
-                    format!("nextToken: `{t}` is not a token from a previous answer"),
-                )
-            })?,
-    };
+    let offset = super::page_offset(input, "nextToken")?;
     let mut got = rows(
         &ctx.sql(&format!(
             "SELECT log_stream, time, ingest_time, message FROM logs WHERE {} \
@@ -322,7 +310,7 @@ pub async fn filter_log_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
                 ("ingestionTime", V::Int(r.ingest_ms)),
                 (
                     "eventId",
-                    V::Str(format!("{:020}{:016}", r.time_ms, offset + i as i64)),
+                    V::Str(format!("{:020}{:016}", r.time_ms, offset + i)),
                 ),
             ])
         })
@@ -331,11 +319,7 @@ pub async fn filter_log_events(ctx: &Ctx<'_>) -> Result<V, AwsError> {
         ("events", V::List(events)),
         (
             "nextToken",
-            if more {
-                V::Str(format!("wt1-{}", offset + limit))
-            } else {
-                V::Null
-            },
+            super::next_token(more, offset + limit as usize),
         ),
     ]))
 }
@@ -354,11 +338,7 @@ fn page_of(input: &Input<'_>) -> Result<(usize, usize), AwsError> {
             ));
         }
     };
-    let offset = match input.str("nextToken")? {
-        None => 0,
-        Some(t) => watchtrail_query::cloudwatch::parse_page_token("nextToken", t)
-            .map_err(|e| AwsError::new(Kind::BadToken, e.to_string()))?,
-    };
+    let offset = super::page_offset(input, "nextToken")?;
     Ok((offset, limit as usize))
 }
 
@@ -367,14 +347,7 @@ fn paged(key: &str, items: Vec<V>, offset: usize, limit: usize) -> V {
     let page: Vec<V> = items.into_iter().skip(offset).take(limit).collect();
     V::object(vec![
         (key, V::List(page)),
-        (
-            "nextToken",
-            if more {
-                V::Str(watchtrail_query::cloudwatch::page_token(offset + limit))
-            } else {
-                V::Null
-            },
-        ),
+        ("nextToken", super::next_token(more, offset + limit)),
     ])
 }
 
@@ -559,14 +532,7 @@ pub async fn describe_log_streams(ctx: &Ctx<'_>) -> Result<V, AwsError> {
     items.truncate(limit);
     Ok(V::object(vec![
         ("logStreams", V::List(items)),
-        (
-            "nextToken",
-            if more {
-                V::Str(watchtrail_query::cloudwatch::page_token(offset + limit))
-            } else {
-                V::Null
-            },
-        ),
+        ("nextToken", super::next_token(more, offset + limit)),
     ]))
 }
 
